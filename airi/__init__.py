@@ -1,0 +1,10 @@
+"""airi: a readable CNN framework on NumPy whose hot loops are compiled with Cython.
+
+Layers are Lego blocks: ``forward`` caches what ``backward`` needs, ``backward`` takes
+dL/dout, stores the parameter gradients and returns dL/din.
+"""
+__version__ = "0.1.0"
+
+from ._config import (get_default_dtype, set_default_dtype, seed, get_num_threads,
+                      set_num_threads)
+from ._backend import backend, set_backend, available_backends

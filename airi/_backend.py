@@ -1,0 +1,276 @@
+"""The one place that decides which kernels run.
+
+Layers call the functions of this module (``im2col``, ``col2im``, ``maxpool_forward``
+...) and never ask which implementation is behind them. Two implementations exist:
+
+* ``"cython"``: the compiled kernels of ``airi/_ext`` (OpenMP, float32/float64);
+* ``"numpy"``: their vectorised twins in :mod:`airi._numpy_kernels`, same numbers.
+
+The compiled kernels are used when they import. ``AIRI_BACKEND=numpy`` or
+``airi.set_backend("numpy")`` forces the fallback; ``AIRI_REQUIRE_COMPILED=1`` turns a
+missing extension into an error instead of a warning.
+
+Every function validates its arguments here, once, for both implementations, so bad
+input gets the same clear ``ValueError`` whichever backend runs.
+
+Shapes (NCHW; ``kernel``, ``stride``, ``pad`` are ``(h, w)`` pairs of ints)::
+
+    im2col(x (N, C, H, W))                  -> cols (N, C*kh*kw, Ho*Wo)
+    col2im(cols (N, C*kh*kw, Ho*Wo), x_shape) -> dx (N, C, H, W)
+    maxpool_forward(x)                      -> out (N, C, Ho, Wo), argmax (N, C, Ho, Wo)
+    maxpool_backward(dout, argmax, x_shape) -> dx (N, C, H, W)
+    avgpool_forward(x)                      -> out (N, C, Ho, Wo)
+    avgpool_backward(dout, x_shape)         -> dx (N, C, H, W)
+
+with Ho = (H + 2*ph - kh) // sh + 1 and Wo likewise. ``argmax`` holds, for each
+window, the flat index ``row * W + col`` of its (first) maximum inside its H x W plane.
+"""
+import os
+import warnings
+
+import numpy as np
+
+from . import _config
+from . import _numpy_kernels
+
+__all__ = ["backend", "set_backend", "available_backends", "compiled_error",
+           "im2col", "col2im", "maxpool_forward", "maxpool_backward",
+           "avgpool_forward", "avgpool_backward", "conv_output_shape", "pair"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# --------------------------------------------------------------------- loading
+def _load_compiled():
+    """Import the compiled kernels; return (module-like namespace, None) or (None, why)."""
+    try:
+        from ._ext import _conv, _pool
+    except Exception as exc:  # ImportError, or an ABI mismatch
+        return None, f"{type(exc).__name__}: {exc}"
+    return _CompiledKernels(_conv, _pool), None
+
+
+class _CompiledKernels:
+    """Adapts the low-level Cython signatures to the twins' signatures."""
+
+    def __init__(self, conv, pool):
+        self._conv, self._pool = conv, pool
+
+    def im2col(self, x, kernel, stride, pad):
+        return self._conv.im2col(x, *kernel, *stride, *pad, _config.get_num_threads())
+
+    def col2im(self, cols, x_shape, kernel, stride, pad):
+        return self._conv.col2im(cols, *x_shape, *kernel, *stride, *pad,
+                                 _config.get_num_threads())
+
+    def maxpool_forward(self, x, kernel, stride):
+        return self._pool.maxpool_forward(x, *kernel, *stride, _config.get_num_threads())
+
+    def maxpool_backward(self, dout, argmax, x_shape, kernel, stride):
+        return self._pool.maxpool_backward(dout, argmax, x_shape[2], x_shape[3],
+                                           *kernel, *stride, _config.get_num_threads())
+
+    def avgpool_forward(self, x, kernel, stride):
+        return self._pool.avgpool_forward(x, *kernel, *stride, _config.get_num_threads())
+
+    def avgpool_backward(self, dout, x_shape, kernel, stride):
+        return self._pool.avgpool_backward(dout, x_shape[2], x_shape[3], *kernel, *stride,
+                                           _config.get_num_threads())
+
+
+_compiled, _compiled_error = _load_compiled()
+_impls = {"numpy": _numpy_kernels}
+if _compiled is not None:
+    _impls["cython"] = _compiled
+
+
+def _initial_backend():
+    wanted = os.environ.get("AIRI_BACKEND", "").strip().lower()
+    require = os.environ.get("AIRI_REQUIRE_COMPILED", "0") == "1"
+    if _compiled is None and require:
+        raise ImportError(
+            "AIRI_REQUIRE_COMPILED=1 but airi's compiled kernels cannot be imported "
+            f"({_compiled_error}). Build them with `pip install .` (needs a C compiler).")
+    if wanted in ("", "auto", "cython"):
+        if _compiled is not None:
+            return "cython"
+        if wanted == "cython":
+            raise ImportError(f"AIRI_BACKEND=cython but the compiled kernels cannot be "
+                              f"imported ({_compiled_error})")
+        warnings.warn(
+            "airi: the compiled kernels could not be imported "
+            f"({_compiled_error}); using the slower NumPy kernels. Reinstall with a C "
+            "compiler (`pip install .`) to build them.", RuntimeWarning, stacklevel=3)
+        return "numpy"
+    if wanted == "numpy":
+        return "numpy"
+    raise ValueError(f"AIRI_BACKEND must be 'cython' or 'numpy', got {wanted!r}")
+
+
+_active = _initial_backend()
+_impl = _impls[_active]
+
+
+def backend():
+    """The name of the kernels in use: ``"cython"`` or ``"numpy"``."""
+    return _active
+
+
+def available_backends():
+    """The backends that can run here (``"numpy"`` always, ``"cython"`` when built)."""
+    return sorted(_impls)
+
+
+def compiled_error():
+    """Why the compiled kernels failed to import (None when they imported)."""
+    return _compiled_error
+
+
+def set_backend(name):
+    """Choose the kernels: ``"cython"`` (compiled) or ``"numpy"`` (fallback)."""
+    global _active, _impl
+    name = str(name).lower()
+    if name not in ("cython", "numpy"):
+        raise ValueError(f"backend must be 'cython' or 'numpy', got {name!r}")
+    if name not in _impls:
+        raise RuntimeError(f"the compiled kernels are not available ({_compiled_error})")
+    _active, _impl = name, _impls[name]
+
+
+class use_backend:
+    """Context manager that runs a block on a given backend, then restores the old one."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.previous = _active
+        set_backend(self.name)
+        return self
+
+    def __exit__(self, *exc):
+        set_backend(self.previous)
+        return False
+
+
+# ------------------------------------------------------------------ validation
+def pair(value, name):
+    """``value`` as a pair of Python ints (an int ``k`` means ``(k, k)``)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        h, w = value
+    else:
+        h = w = value
+    try:
+        if int(h) != h or int(w) != w:
+            raise TypeError
+        return int(h), int(w)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+
+
+def conv_output_shape(H, W, kernel, stride, pad):
+    """Output height and width of a sliding window, validating the arguments."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel size must be >= 1, got {(kh, kw)}")
+    if sh < 1 or sw < 1:
+        raise ValueError(f"stride must be >= 1, got {(sh, sw)}")
+    if ph < 0 or pw < 0:
+        raise ValueError(f"padding must be >= 0, got {(ph, pw)}")
+    if kh > H + 2 * ph or kw > W + 2 * pw:
+        raise ValueError(
+            f"kernel {kh}x{kw} is larger than the padded input "
+            f"{H + 2 * ph}x{W + 2 * pw} (input {H}x{W}, padding {ph}x{pw})")
+    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+
+
+def _check_array(a, name, ndim):
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a NumPy array, got {type(a).__name__}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    if a.dtype not in _FLOATS:
+        raise ValueError(f"{name} must be float32 or float64, got dtype {a.dtype}")
+    return np.ascontiguousarray(a)
+
+
+def _check_x_shape(x_shape):
+    if len(x_shape) != 4 or any(int(s) < 1 for s in x_shape):
+        raise ValueError(f"x_shape must be 4 positive ints (N, C, H, W), got {x_shape}")
+    return tuple(int(s) for s in x_shape)
+
+
+def _check_window(kernel, stride):
+    return pair(kernel, "kernel"), pair(stride, "stride")
+
+
+# --------------------------------------------------------------------- kernels
+def im2col(x, kernel, stride=1, pad=0):
+    """Unfold the windows of ``x`` (N, C, H, W) into cols (N, C*kh*kw, Ho*Wo)."""
+    x = _check_array(x, "im2col input", 4)
+    kernel, stride, pad = pair(kernel, "kernel"), pair(stride, "stride"), pair(pad, "pad")
+    conv_output_shape(x.shape[2], x.shape[3], kernel, stride, pad)
+    return _impl.im2col(x, kernel, stride, pad)
+
+
+def col2im(cols, x_shape, kernel, stride=1, pad=0):
+    """Fold cols (N, C*kh*kw, Ho*Wo) back to (N, C, H, W), adding overlaps."""
+    cols = _check_array(cols, "col2im input", 3)
+    x_shape = _check_x_shape(x_shape)
+    kernel, stride, pad = pair(kernel, "kernel"), pair(stride, "stride"), pair(pad, "pad")
+    N, C, H, W = x_shape
+    Ho, Wo = conv_output_shape(H, W, kernel, stride, pad)
+    expected = (N, C * kernel[0] * kernel[1], Ho * Wo)
+    if cols.shape != expected:
+        raise ValueError(f"col2im: cols must have shape {expected} for x_shape {x_shape}, "
+                         f"got {cols.shape}")
+    return _impl.col2im(cols, x_shape, kernel, stride, pad)
+
+
+def maxpool_forward(x, kernel, stride=None):
+    """Max of each window: x (N, C, H, W) -> (out, argmax), both (N, C, Ho, Wo)."""
+    x = _check_array(x, "max-pool input", 4)
+    kernel = pair(kernel, "kernel")
+    stride = kernel if stride is None else pair(stride, "stride")
+    conv_output_shape(x.shape[2], x.shape[3], kernel, stride, (0, 0))
+    return _impl.maxpool_forward(x, kernel, stride)
+
+
+def maxpool_backward(dout, argmax, x_shape, kernel, stride=None):
+    """Route dout (N, C, Ho, Wo) to the argmax positions: -> dx (N, C, H, W)."""
+    dout = _check_array(dout, "max-pool gradient", 4)
+    x_shape = _check_x_shape(x_shape)
+    kernel = pair(kernel, "kernel")
+    stride = kernel if stride is None else pair(stride, "stride")
+    Ho, Wo = conv_output_shape(x_shape[2], x_shape[3], kernel, stride, (0, 0))
+    expected = (x_shape[0], x_shape[1], Ho, Wo)
+    if dout.shape != expected or argmax.shape != expected:
+        raise ValueError(f"max-pool backward: dout and argmax must have shape {expected}, "
+                         f"got {dout.shape} and {argmax.shape}")
+    argmax = np.ascontiguousarray(argmax, dtype=np.intp)
+    return _impl.maxpool_backward(dout, argmax, x_shape, kernel, stride)
+
+
+def avgpool_forward(x, kernel, stride=None):
+    """Mean of each window: x (N, C, H, W) -> (N, C, Ho, Wo)."""
+    x = _check_array(x, "average-pool input", 4)
+    kernel = pair(kernel, "kernel")
+    stride = kernel if stride is None else pair(stride, "stride")
+    conv_output_shape(x.shape[2], x.shape[3], kernel, stride, (0, 0))
+    return _impl.avgpool_forward(x, kernel, stride)
+
+
+def avgpool_backward(dout, x_shape, kernel, stride=None):
+    """Spread dout (N, C, Ho, Wo) evenly over each window: -> dx (N, C, H, W)."""
+    dout = _check_array(dout, "average-pool gradient", 4)
+    x_shape = _check_x_shape(x_shape)
+    kernel = pair(kernel, "kernel")
+    stride = kernel if stride is None else pair(stride, "stride")
+    Ho, Wo = conv_output_shape(x_shape[2], x_shape[3], kernel, stride, (0, 0))
+    expected = (x_shape[0], x_shape[1], Ho, Wo)
+    if dout.shape != expected:
+        raise ValueError(f"average-pool backward: dout must have shape {expected}, "
+                         f"got {dout.shape}")
+    return _impl.avgpool_backward(dout, x_shape, kernel, stride)

@@ -1,0 +1,165 @@
+"""The building block every airi layer derives from."""
+import numpy as np
+
+from .._config import resolve_dtype
+from ..parameter import Parameter
+
+__all__ = ["Layer"]
+
+
+class Layer:
+    """Base class of all layers: a Lego block with a forward and a backward pass.
+
+    Subclasses implement ``forward(x, training=None)``, which caches what the backward
+    pass needs, and ``backward(dout)``, which stores the parameter gradients in
+    ``Parameter.grad`` and returns dL/dx. Parameters are created with
+    :meth:`add_param`; the names of cached tensors are listed in ``_cache_names`` so that
+    ``zero_grad`` and pickling drop them.
+
+    Attributes
+    ----------
+    params : dict of str -> Parameter
+        The trainable parameters (empty for layers without any).
+    training : bool
+        The mode set by :meth:`train` / :meth:`eval` (training when never set).
+    """
+
+    _cache_names = ()
+
+    def __init__(self):
+        self.params = {}
+        self.training = True
+
+    # ------------------------------------------------------------- parameters
+    def add_param(self, name, data):
+        """Register ``data`` as the Parameter ``name`` (also reachable as an attribute)."""
+        param = Parameter(data, name=name)
+        self.params[name] = param
+        setattr(self, name, param)
+        return param
+
+    def parameters(self):
+        """The layer's Parameters, as a list."""
+        return list(self.params.values())
+
+    def update(self, lr=1e-3):
+        """A plain SGD step on this layer's own parameters: ``data -= lr * grad``."""
+        for p in self.params.values():
+            if p.grad is not None:
+                p.data -= lr * p.grad
+
+    def zero_grad(self):
+        """Drop the gradients and the tensors cached by the last forward pass."""
+        for p in self.params.values():
+            p.grad = None
+        self.clear_cache()
+
+    def clear_cache(self):
+        for name in self._cache_names:
+            setattr(self, name, None)
+
+    def to(self, dtype):
+        """Convert every parameter (and running statistic) to ``dtype`` in place."""
+        dtype = resolve_dtype(dtype)
+        for p in self.params.values():
+            p.to(dtype)
+        return self
+
+    # ------------------------------------------------------------------- modes
+    def train(self, mode=True):
+        """Put the layer in training mode (``mode=False`` means eval); returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Put the layer in evaluation mode; returns self."""
+        return self.train(False)
+
+    def _is_training(self, training):
+        """The mode of this call: an explicit ``training`` argument wins."""
+        return self.training if training is None else bool(training)
+
+    # ------------------------------------------------------------ forward/back
+    def __call__(self, x, training=None):
+        return self.forward(x, training=training)
+
+    def forward(self, x, training=None):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- helpers
+    def _name(self):
+        return type(self).__name__
+
+    def _check_input(self, x, ndim=None, dims=None, what="input"):
+        """Validate ``x``: a float ndarray with ``ndim`` dimensions and, for each
+        ``axis: size`` in ``dims``, that size. Raises ValueError naming the layer."""
+        if not isinstance(x, np.ndarray):
+            if isinstance(x, Parameter):
+                x = x.data
+            else:
+                x = np.asarray(x)
+        if x.dtype.kind != "f":
+            raise ValueError(f"{self._name()}: {what} must be a float array, got dtype "
+                             f"{x.dtype} (convert it, e.g. x.astype(np.float32))")
+        if ndim is not None and x.ndim != ndim:
+            raise ValueError(f"{self._name()}: expected a {ndim}-D {what}, got shape "
+                             f"{x.shape}")
+        if dims:
+            for axis, size in dims.items():
+                if x.shape[axis] != size:
+                    expected = ["*"] * x.ndim
+                    expected[axis] = str(size)
+                    raise ValueError(
+                        f"{self._name()}: expected {what} of shape ({', '.join(expected)}), "
+                        f"got {x.shape}")
+        return x
+
+    def _cached(self, name):
+        """The cached tensor ``name``, or a RuntimeError if forward has not run."""
+        value = getattr(self, name, None)
+        if value is None:
+            raise RuntimeError(f"{self._name()}: backward called before forward (or after "
+                               "zero_grad / an eval-mode forward); nothing is cached")
+        return value
+
+    def _check_dout(self, dout, shape):
+        if not isinstance(dout, np.ndarray) or dout.shape != tuple(shape):
+            got = dout.shape if isinstance(dout, np.ndarray) else type(dout).__name__
+            raise ValueError(f"{self._name()}: backward expected dout of shape "
+                             f"{tuple(shape)}, got {got}")
+        return dout
+
+    # ------------------------------------------------------------ state/pickle
+    def state_dict(self):
+        """Parameter arrays (and buffers) by name, as copies."""
+        return {name: p.data.copy() for name, p in self.params.items()}
+
+    def load_state_dict(self, state):
+        for name, p in self.params.items():
+            if name not in state:
+                raise KeyError(f"{self._name()}: state has no entry {name!r}")
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise ValueError(f"{self._name()}: {name} has shape {value.shape}, "
+                                 f"expected {p.shape}")
+            p.data[...] = value
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in self._cache_names:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for name in self._cache_names:
+            self.__dict__.setdefault(name, None)
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{self._name()}({self.extra_repr()})"
