@@ -8,3 +8,7 @@ __version__ = "0.1.0"
 from ._config import (get_default_dtype, set_default_dtype, seed, get_num_threads,
                       set_num_threads)
 from ._backend import backend, set_backend, available_backends
+from .parameter import Parameter
+from .gradcheck import gradcheck
+
+# --- exports added by each part of the library (keep one line per module) ---
