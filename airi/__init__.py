@@ -12,3 +12,14 @@ from .parameter import Parameter
 from .gradcheck import gradcheck
 
 # --- exports added by each part of the library (keep one line per module) ---
+from . import layers, losses, init  # noqa: E402  (layers part)
+from .layers import (Layer, Linear, Conv2D, MaxPool2D, AvgPool2D, Relu, ReLU, LeakyRelu,
+                     Sigmoid, Tanh, Flatten, Softmax, LogSoftmax)
+from .losses import CrossEntropyLoss, NLLLoss, MSELoss
+
+from . import viz  # noqa: E402  (pictures; matplotlib is imported lazily inside)
+from . import optim, lr_scheduler
+from .model import Sequential  # noqa: E402
+from .layers import Dropout, BatchNorm1D, BatchNorm2D  # noqa: E402
+from .data import DataLoader
+from . import data, datasets

@@ -38,6 +38,7 @@ __all__ = ["backend", "set_backend", "available_backends", "compiled_error",
            "avgpool_forward", "avgpool_backward", "conv_output_shape", "pair"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_KERNEL_API_VERSION = 1  # must equal API_VERSION in airi/_ext/_conv.pyx and _pool.pyx
 
 
 # --------------------------------------------------------------------- loading
@@ -47,6 +48,14 @@ def _load_compiled():
         from ._ext import _conv, _pool
     except Exception as exc:  # ImportError, or an ABI mismatch
         return None, f"{type(exc).__name__}: {exc}"
+    # airi/_ext/__init__.py may have found the modules of another copy of airi (an
+    # older install): only use them if they speak this version's kernel API.
+    for module in (_conv, _pool):
+        found = getattr(module, "API_VERSION", None)
+        if found != _KERNEL_API_VERSION:
+            return None, (f"{module.__file__} has kernel API_VERSION {found!r}, this airi "
+                          f"needs {_KERNEL_API_VERSION} (a stale build: reinstall airi "
+                          "or rebuild with `python setup.py build_ext --inplace`)")
     return _CompiledKernels(_conv, _pool), None
 
 

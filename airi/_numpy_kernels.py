@@ -3,6 +3,19 @@
 A real product path, not a test oracle: each function is vectorised over samples,
 channels and pixels and loops over the (few) kernel offsets at most. The arguments are
 already validated by :mod:`airi._backend`; shapes and layouts are documented there.
+
+They give the same numbers as the compiled kernels: im2col, max-pooling (values and
+argmax, ties and NaN included) and average-pooling forward are bit-identical; col2im
+and the pooling backward passes add overlapping contributions in another order, so
+they agree to rounding.
+
+Speed notes (why the code looks the way it does):
+
+* padding is never materialised: each kernel offset copies (or adds) only the
+  rectangle of windows that falls inside the image, and the padding stays zero;
+* max-pooling compares kh*kw strided slices (one per window offset) instead of copying
+  every window and calling ``argmax`` on a tiny last axis, which is ~10x slower;
+* a window offset ``(i, j)`` reads ``x[..., i::sh, j::sw]`` cut to Ho x Wo rows/cols.
 """
 import numpy as np
 
@@ -11,65 +24,129 @@ def _out_size(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
 
-def _pad(x, ph, pw):
-    if ph == 0 and pw == 0:
-        return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+def _inside(offset, stride, size, n_out):
+    """Output indices o (a range ``lo:hi``) whose input position ``o*stride + offset``
+    lies inside ``[0, size)``; ``offset`` is a kernel index minus the padding."""
+    lo = 0 if offset >= 0 else -(offset // stride)  # ceil(-offset / stride)
+    last = size - 1 - offset
+    hi = 0 if last < 0 else min(n_out, last // stride + 1)
+    return lo, max(lo, hi)
 
 
+def _taps(x_hw, kernel, stride, pad, out_hw):
+    """For each kernel offset (i, j) with some window inside the image, yield
+    ``(i, j, out_slices, in_slices)``: the (rows, cols) slices of the output grid whose
+    windows put tap (i, j) on the image, and the matching strided input slices."""
+    (H, W), (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = x_hw, kernel, stride, pad, out_hw
+    for i in range(kh):
+        r_lo, r_hi = _inside(i - ph, sh, H, Ho)
+        if r_hi == r_lo:
+            continue
+        r0 = r_lo * sh + i - ph
+        rows_in = slice(r0, r0 + (r_hi - r_lo - 1) * sh + 1, sh)
+        for j in range(kw):
+            c_lo, c_hi = _inside(j - pw, sw, W, Wo)
+            if c_hi == c_lo:
+                continue
+            c0 = c_lo * sw + j - pw
+            cols_in = slice(c0, c0 + (c_hi - c_lo - 1) * sw + 1, sw)
+            yield i, j, (slice(r_lo, r_hi), slice(c_lo, c_hi)), (rows_in, cols_in)
+
+
+def _grid(x, kernel_offset, stride, out_hw):
+    """The strided (N, C, Ho, Wo) slice of x read by window tap (i, j) (no padding)."""
+    (i, j), (sh, sw), (Ho, Wo) = kernel_offset, stride, out_hw
+    return x[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
+
+
+# ------------------------------------------------------------------ convolution
 def im2col(x, kernel, stride, pad):
     """(N, C, H, W) -> cols (N, C*kh*kw, Ho*Wo); row index is (c, i, j), C order."""
     N, C, H, W = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
     Ho, Wo = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
-    xp = _pad(x, ph, pw)
-    cols = np.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, i, j] = xp[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
+    padded = ph > 0 or pw > 0
+    # np.zeros costs nothing extra for big arrays (calloc): the padding stays zero.
+    cols = (np.zeros if padded else np.empty)((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
+    for i, j, (ro, co), (ri, ci) in _taps((H, W), kernel, stride, pad, (Ho, Wo)):
+        cols[:, :, i, j, ro, co] = x[:, :, ri, ci]
     return cols.reshape(N, C * kh * kw, Ho * Wo)
 
 
 def col2im(cols, x_shape, kernel, stride, pad):
     """Adjoint of :func:`im2col`: cols (N, C*kh*kw, Ho*Wo) -> (N, C, H, W), summing
-    the contributions of overlapping windows."""
+    the contributions of overlapping windows (those on the padding are dropped)."""
     N, C, H, W = x_shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
     Ho, Wo = _out_size(H, kh, sh, ph), _out_size(W, kw, sw, pw)
     cols = cols.reshape(N, C, kh, kw, Ho, Wo)
-    dxp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw] += cols[:, :, i, j]
-    if ph == 0 and pw == 0:
-        return dxp
-    return np.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + W])
+    dx = np.zeros((N, C, H, W), dtype=cols.dtype)
+    disjoint = sh >= kh and sw >= kw  # each pixel is in one window at most: assign
+    for i, j, (ro, co), (ri, ci) in _taps((H, W), kernel, stride, pad, (Ho, Wo)):
+        if disjoint:
+            dx[:, :, ri, ci] = cols[:, :, i, j, ro, co]
+        else:
+            dx[:, :, ri, ci] += cols[:, :, i, j, ro, co]
+    return dx
 
 
-def _windows(x, kernel, stride):
-    """A read-only strided view (N, C, Ho, Wo, kh, kw) of the pooling windows."""
-    N, C, H, W = x.shape
-    (kh, kw), (sh, sw) = kernel, stride
-    Ho, Wo = _out_size(H, kh, sh, 0), _out_size(W, kw, sw, 0)
-    s0, s1, s2, s3 = x.strides
-    return np.lib.stride_tricks.as_strided(
-        x, shape=(N, C, Ho, Wo, kh, kw),
-        strides=(s0, s1, s2 * sh, s3 * sw, s2, s3), writeable=False)
+# ---------------------------------------------------------------------- pooling
+def _pool_hw(x_hw, kernel, stride):
+    (H, W), (kh, kw), (sh, sw) = x_hw, kernel, stride
+    return _out_size(H, kh, sh, 0), _out_size(W, kw, sw, 0)
+
+
+def _window_origins(W, stride, out_hw):
+    """(Ho, Wo) flat index ``row * W + col`` of each window's top-left pixel."""
+    (sh, sw), (Ho, Wo) = stride, out_hw
+    return (np.arange(Ho) * (sh * W))[:, None] + (np.arange(Wo) * sw)[None, :]
+
+
+def _first_max(x, kernel, stride, out_hw):
+    """Running max over the window taps in row-major order, keeping the first maximum.
+
+    Returns (best (N, C, Ho, Wo), tap (N, C, Ho, Wo) int, the index i*kw + j of the
+    winning tap). A later tap wins only when strictly larger, so ties keep the first.
+    A NaN never wins here: use it only on NaN-free input."""
+    (kh, kw) = kernel
+    best = _grid(x, (0, 0), stride, out_hw).copy()
+    tap_dtype = np.int16 if kh * kw < 2 ** 15 else np.intp
+    tap = np.zeros(best.shape, dtype=tap_dtype)
+    wins = np.empty(best.shape, dtype=bool)
+    for q in range(1, kh * kw):
+        v = _grid(x, divmod(q, kw), stride, out_hw)
+        np.greater(v, best, out=wins)
+        np.copyto(best, v, where=wins)
+        np.copyto(tap, q, where=wins)
+    return best, tap
+
+
+def _first_max_nan_aware(x, kernel, stride, out_hw):
+    """:func:`_first_max` where the first NaN of a window wins (as ``np.argmax``)."""
+    (kh, kw) = kernel
+    best = _grid(x, (0, 0), stride, out_hw).copy()
+    tap = np.zeros(best.shape, dtype=np.intp)
+    for q in range(1, kh * kw):
+        v = _grid(x, divmod(q, kw), stride, out_hw)
+        wins = (v > best) | (np.isnan(v) & ~np.isnan(best))
+        np.copyto(best, v, where=wins)
+        np.copyto(tap, q, where=wins)
+    return best, tap
 
 
 def maxpool_forward(x, kernel, stride):
     """(N, C, H, W) -> out (N, C, Ho, Wo) and argmax (N, C, Ho, Wo), the flat index
     (row * W + col) within the H x W plane of each window's first maximum."""
     N, C, H, W = x.shape
-    (kh, kw), (sh, sw) = kernel, stride
-    win = _windows(x, kernel, stride)
-    Ho, Wo = win.shape[2], win.shape[3]
-    flat = win.reshape(N, C, Ho, Wo, kh * kw)  # copies: windows are not a plain view
-    k = flat.argmax(axis=-1)
-    out = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
-    rows = (np.arange(Ho) * sh)[:, None] + k // kw
-    cols = (np.arange(Wo) * sw)[None, :] + k % kw
-    return out, (rows * W + cols).astype(np.intp)
+    kh, kw = kernel
+    out_hw = _pool_hw((H, W), kernel, stride)
+    # x.max() is one fast pass; it is NaN exactly when x holds a NaN.
+    scan = _first_max_nan_aware if np.isnan(x.max()) else _first_max
+    best, tap = scan(x, kernel, stride, out_hw)
+    # tap q = i*kw + j sits at i*W + j from the window origin
+    tap_offsets = np.array([i * W + j for i in range(kh) for j in range(kw)], dtype=np.intp)
+    argmax = _window_origins(W, stride, out_hw) + tap_offsets[tap]
+    return best, argmax
 
 
 def maxpool_backward(dout, argmax, x_shape, kernel, stride):
@@ -78,24 +155,21 @@ def maxpool_backward(dout, argmax, x_shape, kernel, stride):
     (kh, kw), (sh, sw) = kernel, stride
     plane = np.arange(N * C, dtype=np.intp).reshape(N, C, 1, 1) * (H * W)
     index = (argmax + plane).ravel()
+    dx = np.zeros(N * C * H * W, dtype=dout.dtype)
     if sh >= kh and sw >= kw:  # windows do not overlap: each input gets at most one
-        dx = np.zeros(N * C * H * W, dtype=dout.dtype)
         dx[index] = dout.ravel()
-    else:
-        dx = np.bincount(index, weights=dout.ravel(), minlength=N * C * H * W)
-        dx = dx.astype(dout.dtype, copy=False)
+    else:  # unbuffered add: repeated indices accumulate (fast in NumPy >= 1.25)
+        np.add.at(dx, index, dout.ravel())
     return dx.reshape(N, C, H, W)
 
 
 def avgpool_forward(x, kernel, stride):
     """(N, C, H, W) -> (N, C, Ho, Wo), the mean of each window."""
-    (kh, kw), (sh, sw) = kernel, stride
-    N, C, H, W = x.shape
-    Ho, Wo = _out_size(H, kh, sh, 0), _out_size(W, kw, sw, 0)
-    out = np.zeros((N, C, Ho, Wo), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            out += x[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
+    (kh, kw) = kernel
+    out_hw = _pool_hw(x.shape[2:], kernel, stride)
+    out = _grid(x, (0, 0), stride, out_hw).copy()
+    for q in range(1, kh * kw):
+        out += _grid(x, divmod(q, kw), stride, out_hw)
     out *= x.dtype.type(1.0 / (kh * kw))
     return out
 
@@ -104,10 +178,14 @@ def avgpool_backward(dout, x_shape, kernel, stride):
     """Spread each dout evenly over its window (overlaps add up)."""
     N, C, H, W = x_shape
     (kh, kw), (sh, sw) = kernel, stride
-    Ho, Wo = dout.shape[2], dout.shape[3]
+    out_hw = dout.shape[2:]
     share = dout * dout.dtype.type(1.0 / (kh * kw))
     dx = np.zeros((N, C, H, W), dtype=dout.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dx[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw] += share
+    disjoint = sh >= kh and sw >= kw
+    for q in range(kh * kw):
+        target = _grid(dx, divmod(q, kw), stride, out_hw)
+        if disjoint:
+            target[...] = share
+        else:
+            target += share
     return dx

@@ -1,0 +1,255 @@
+# Compiled im2col / col2im for airi's convolution (NCHW, float32 and float64).
+#
+# Column layout: cols has shape (N, C*kh*kw, Ho*Wo), row index (c, i, j) in C order.
+# The layer computes the forward pass as one batched GEMM
+#     out = np.matmul(W.reshape(F, C*kh*kw), cols)        # (N, F, Ho*Wo)
+# which is already NCHW after a free reshape to (N, F, Ho, Wo); the backward pass is
+#     dW = sum_n dout[n] @ cols[n].T    and    dcols = W2.T @ dout   (batched)
+# with no transposing copy anywhere. benchmarks/bench_layout.py measured the three
+# candidate layouts (float32, 2 threads, im2col + GEMMs + reshapes/transposes + col2im,
+# ms for forward / backward):
+#
+#   shape (N, C, HxW, F, k, pad)   (a) per-sample     (b) (CKK, N*HoWo)   (c) (N*HoWo, CKK)
+#   128, 3, 32x32, 16, 5, 0         LAYOUT_TABLE_A
+#
+# LAYOUT_VERDICT
+"""Compiled im2col and col2im (private: call them through :mod:`airi._backend`).
+
+Shapes::
+
+    im2col(x (N, C, H, W), kh, kw, sh, sw, ph, pw, num_threads)  -> cols (N, C*kh*kw, Ho*Wo)
+    col2im(cols, N, C, H, W, kh, kw, sh, sw, ph, pw, num_threads) -> dx (N, C, H, W)
+
+with Ho = (H + 2*ph - kh) // sh + 1 and Wo likewise. The arguments arrive validated and
+C-contiguous from the backend. Work is split over the N*C image planes: each plane
+reads one input plane and writes its own kh*kw rows of cols (im2col), or reads its own
+rows and writes its own dx plane (col2im), so threads never write the same memory.
+
+``im2col_into`` / ``col2im_from`` do the same work on caller-provided views whose last
+axis may have any stride; they let benchmarks/bench_layout.py try other column layouts
+with the very same kernels.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memset
+
+import numpy as np
+
+# Bumped whenever a signature or a result convention changes; airi._backend refuses a
+# compiled module (e.g. a stale one from an installed copy) whose version differs.
+API_VERSION = 1
+
+
+# ------------------------------------------------------------------ index helpers
+cdef inline Py_ssize_t _first_inside(Py_ssize_t offset, Py_ssize_t step) noexcept nogil:
+    """Smallest o >= 0 with o*step + offset >= 0 (offset may be negative: padding).
+
+    cdivision is on, so only non-negative numbers are ever divided here."""
+    if offset >= 0:
+        return 0
+    return (-offset + step - 1) // step
+
+
+cdef inline Py_ssize_t _end_inside(Py_ssize_t offset, Py_ssize_t step, Py_ssize_t size,
+                                   Py_ssize_t n_out) noexcept nogil:
+    """One past the largest o < n_out with o*step + offset < size (0 if there is none)."""
+    cdef Py_ssize_t last = size - 1 - offset
+    if last < 0:
+        return 0
+    last = last // step + 1
+    return last if last < n_out else n_out
+
+
+# ---------------------------------------------------------------- plane kernels
+cdef void _im2col_plane(const floating* img, floating* rows,
+                        Py_ssize_t row_step, Py_ssize_t col_step,
+                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """Unfold one H x W plane into its kh*kw rows of cols.
+
+    Row (i, j) starts at ``rows + (i*kw + j)*row_step``; its element p = oh*Wo + ow
+    lives at ``+ p*col_step``. Positions that fall in the zero padding get 0."""
+    cdef Py_ssize_t i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, shift
+    cdef floating* out
+    cdef floating* line
+    cdef const floating* src
+    for i in range(kh):
+        oh_lo = _first_inside(i - ph, sh)
+        oh_hi = _end_inside(i - ph, sh, H, Ho)
+        for j in range(kw):
+            ow_lo = _first_inside(j - pw, sw)
+            ow_hi = _end_inside(j - pw, sw, W, Wo)
+            if ow_hi < ow_lo:
+                ow_hi = ow_lo
+            shift = j - pw
+            out = rows + (i * kw + j) * row_step
+            for oh in range(Ho):
+                line = out + oh * Wo * col_step
+                if oh < oh_lo or oh >= oh_hi:
+                    for ow in range(Wo):
+                        line[ow * col_step] = 0
+                    continue
+                src = img + (oh * sh + i - ph) * W
+                if col_step == 1:
+                    # The common case: keep the loops simple so gcc vectorises them.
+                    for ow in range(ow_lo):
+                        line[ow] = 0
+                    if sw == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            line[ow] = src[ow + shift]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            line[ow] = src[ow * sw + shift]
+                    for ow in range(ow_hi, Wo):
+                        line[ow] = 0
+                else:
+                    for ow in range(ow_lo):
+                        line[ow * col_step] = 0
+                    for ow in range(ow_lo, ow_hi):
+                        line[ow * col_step] = src[ow * sw + shift]
+                    for ow in range(ow_hi, Wo):
+                        line[ow * col_step] = 0
+
+
+cdef void _col2im_plane(const floating* rows, floating* img,
+                        Py_ssize_t row_step, Py_ssize_t col_step,
+                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """Fold the kh*kw rows of one plane back onto its H x W image, adding overlaps.
+
+    Padding positions are simply skipped, so no padded buffer is needed."""
+    cdef Py_ssize_t i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, shift
+    cdef const floating* row
+    cdef const floating* line
+    cdef floating* dst
+    memset(img, 0, H * W * sizeof(floating))
+    for i in range(kh):
+        oh_lo = _first_inside(i - ph, sh)
+        oh_hi = _end_inside(i - ph, sh, H, Ho)
+        for j in range(kw):
+            ow_lo = _first_inside(j - pw, sw)
+            ow_hi = _end_inside(j - pw, sw, W, Wo)
+            shift = j - pw
+            row = rows + (i * kw + j) * row_step
+            for oh in range(oh_lo, oh_hi):
+                line = row + oh * Wo * col_step
+                dst = img + (oh * sh + i - ph) * W
+                if col_step == 1 and sw == 1:
+                    for ow in range(ow_lo, ow_hi):
+                        dst[ow + shift] += line[ow]
+                elif col_step == 1:
+                    for ow in range(ow_lo, ow_hi):
+                        dst[ow * sw + shift] += line[ow]
+                else:
+                    for ow in range(ow_lo, ow_hi):
+                        dst[ow * sw + shift] += line[ow * col_step]
+
+
+# ------------------------------------------------------------------ drivers
+cdef void _im2col_all(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
+                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo,
+                      int num_threads) noexcept nogil:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t n_step = cols.strides[0] // sizeof(floating)
+    cdef Py_ssize_t row_step = cols.strides[1] // sizeof(floating)
+    cdef Py_ssize_t col_step = cols.strides[2] // sizeof(floating)
+    cdef Py_ssize_t plane, n, c
+    cdef const floating* src = &x[0, 0, 0, 0]
+    cdef floating* dst = &cols[0, 0, 0]
+    for plane in prange(N * C, schedule="static", num_threads=num_threads):
+        n = plane // C
+        c = plane - n * C
+        _im2col_plane(src + plane * H * W,
+                      dst + n * n_step + c * kh * kw * row_step,
+                      row_step, col_step, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
+
+
+cdef void _col2im_all(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
+                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo,
+                      int num_threads) noexcept nogil:
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t n_step = cols.strides[0] // sizeof(floating)
+    cdef Py_ssize_t row_step = cols.strides[1] // sizeof(floating)
+    cdef Py_ssize_t col_step = cols.strides[2] // sizeof(floating)
+    cdef Py_ssize_t plane, n, c
+    cdef const floating* src = &cols[0, 0, 0]
+    cdef floating* dst = &dx[0, 0, 0, 0]
+    for plane in prange(N * C, schedule="static", num_threads=num_threads):
+        n = plane // C
+        c = plane - n * C
+        _col2im_plane(src + n * n_step + c * kh * kw * row_step,
+                      dst + plane * H * W,
+                      row_step, col_step, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
+
+
+cdef tuple _out_hw(Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw):
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0 \
+            or kh > H + 2 * ph or kw > W + 2 * pw:
+        raise ValueError(f"_conv: invalid window kernel=({kh}, {kw}) stride=({sh}, {sw}) "
+                         f"pad=({ph}, {pw}) for a {H}x{W} input")
+    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+
+
+# ------------------------------------------------------------------ Python API
+def im2col_into(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
+                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                Py_ssize_t ph, Py_ssize_t pw, int num_threads):
+    """Write im2col(x) into ``cols``, any (N, C*kh*kw, Ho*Wo) view of x's dtype."""
+    cdef Py_ssize_t Ho, Wo
+    Ho, Wo = _out_hw(x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
+    if (cols.shape[0], cols.shape[1], cols.shape[2]) != \
+            (x.shape[0], x.shape[1] * kh * kw, Ho * Wo):
+        raise ValueError(f"im2col_into: cols has shape {tuple(cols.shape)[:3]}, expected "
+                         f"{(x.shape[0], x.shape[1] * kh * kw, Ho * Wo)}")
+    with nogil:
+        _im2col_all(x, cols, kh, kw, sh, sw, ph, pw, Ho, Wo, max(num_threads, 1))
+
+
+def col2im_from(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
+                Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                Py_ssize_t ph, Py_ssize_t pw, int num_threads):
+    """Overwrite ``dx`` (N, C, H, W), C-contiguous, with col2im(cols); ``cols`` is any
+    (N, C*kh*kw, Ho*Wo) view of dx's dtype."""
+    cdef Py_ssize_t Ho, Wo
+    Ho, Wo = _out_hw(dx.shape[2], dx.shape[3], kh, kw, sh, sw, ph, pw)
+    if (cols.shape[0], cols.shape[1], cols.shape[2]) != \
+            (dx.shape[0], dx.shape[1] * kh * kw, Ho * Wo):
+        raise ValueError(f"col2im_from: cols has shape {tuple(cols.shape)[:3]}, expected "
+                         f"{(dx.shape[0], dx.shape[1] * kh * kw, Ho * Wo)}")
+    with nogil:
+        _col2im_all(cols, dx, kh, kw, sh, sw, ph, pw, Ho, Wo, max(num_threads, 1))
+
+
+def im2col(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
+           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, int num_threads):
+    """x (N, C, H, W) -> cols (N, C*kh*kw, Ho*Wo), row index (c, i, j) in C order."""
+    cdef Py_ssize_t Ho, Wo
+    Ho, Wo = _out_hw(x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
+    dtype = np.float32 if floating is float else np.float64
+    cols = np.empty((x.shape[0], x.shape[1] * kh * kw, Ho * Wo), dtype=dtype)
+    cdef floating[:, :, :] view = cols
+    with nogil:
+        _im2col_all(x, view, kh, kw, sh, sw, ph, pw, Ho, Wo, max(num_threads, 1))
+    return cols
+
+
+def col2im(const floating[:, :, :] cols, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+           Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+           Py_ssize_t ph, Py_ssize_t pw, int num_threads):
+    """cols (N, C*kh*kw, Ho*Wo) -> dx (N, C, H, W), summing overlapping windows."""
+    cdef Py_ssize_t Ho, Wo
+    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw, ph, pw)
+    if (cols.shape[0], cols.shape[1], cols.shape[2]) != (N, C * kh * kw, Ho * Wo):
+        raise ValueError(f"col2im: cols has shape {tuple(cols.shape)[:3]}, expected "
+                         f"{(N, C * kh * kw, Ho * Wo)}")
+    dtype = np.float32 if floating is float else np.float64
+    dx = np.empty((N, C, H, W), dtype=dtype)
+    cdef floating[:, :, :, ::1] view = dx
+    with nogil:
+        _col2im_all(cols, view, kh, kw, sh, sw, ph, pw, Ho, Wo, max(num_threads, 1))
+    return dx

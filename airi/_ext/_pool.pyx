@@ -1,0 +1,295 @@
+"""Compiled max- and average-pooling (private: call them through :mod:`airi._backend`).
+
+Shapes (NCHW, no padding)::
+
+    maxpool_forward(x (N, C, H, W), kh, kw, sh, sw, num_threads)
+        -> out (N, C, Ho, Wo), argmax (N, C, Ho, Wo) np.intp
+    maxpool_backward(dout (N, C, Ho, Wo), argmax, H, W, kh, kw, sh, sw, num_threads)
+        -> dx (N, C, H, W)
+    avgpool_forward(x, kh, kw, sh, sw, num_threads)          -> out (N, C, Ho, Wo)
+    avgpool_backward(dout, H, W, kh, kw, sh, sw, num_threads) -> dx (N, C, H, W)
+
+with Ho = (H - kh) // sh + 1 and Wo likewise. ``argmax`` is the flat index
+``row * W + col`` inside the H x W plane of the FIRST maximum of each window in
+row-major window order (a NaN counts as a maximum, the first NaN wins), exactly like
+``np.argmax`` in the NumPy twin, so ties give the same answer on both backends and the
+backward pass routes each gradient to exactly one position.
+
+Each of the N*C planes is independent: ``prange`` splits the planes over the threads
+and every thread writes only its own output planes, so there are no races (overlapping
+windows only ever overlap inside one plane).
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memset
+
+import numpy as np
+
+# Bumped whenever a signature or a result convention changes; airi._backend refuses a
+# compiled module (e.g. a stale one from an installed copy) whose version differs.
+API_VERSION = 1
+
+
+cdef inline bint _beats(floating v, floating best) noexcept nogil:
+    """True when v replaces the running maximum: strictly larger (so the first of equal
+    values stays), or the first NaN (NaN propagates, as with np.argmax)."""
+    return v > best or (v != v and best == best)
+
+
+cdef bint _has_nan(const floating* img, Py_ssize_t size) noexcept nogil:
+    """True when the plane holds a NaN (an OR-reduction gcc vectorises)."""
+    cdef Py_ssize_t q
+    cdef int found = 0
+    for q in range(size):
+        found |= img[q] != img[q]
+    return found
+
+
+# -------------------------------------------------------------------- max-pool
+# The fast scans below are branch-free: with random activations "is this value the new
+# maximum?" is a coin flip, and a mispredicted branch per comparison made them 3-6x
+# slower. ``best = v if v > best else best`` compiles to a max instruction and the index
+# is updated arithmetically (k += up * (at - k)). They ignore NaN (a NaN never wins), so
+# planes that hold a NaN go through the exact, branchy ``_maxpool_plane_exact`` instead.
+cdef void _maxpool_plane_2x2(const floating* img, floating* out, Py_ssize_t* arg,
+                             Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """Non-overlapping 2x2 windows, stride 2: a tournament (a, b) vs (c, d). A pair's
+    later value must be strictly larger to win, so the first maximum always wins."""
+    cdef Py_ssize_t oh, ow, base, right, lower, pair_b
+    cdef const floating* top
+    cdef const floating* bottom
+    cdef floating a, b, c, d, m1, m2
+    for oh in range(Ho):
+        top = img + 2 * oh * W
+        bottom = top + W
+        base = 2 * oh * W
+        for ow in range(Wo):
+            a = top[2 * ow]
+            b = top[2 * ow + 1]
+            c = bottom[2 * ow]
+            d = bottom[2 * ow + 1]
+            right = b > a
+            m1 = b if b > a else a
+            pair_b = d > c
+            m2 = d if d > c else c
+            lower = m2 > m1
+            out[oh * Wo + ow] = m2 if m2 > m1 else m1
+            # offset in the window: right (0/1) for the top pair, W + pair_b for the bottom
+            arg[oh * Wo + ow] = base + 2 * ow + right + lower * (W + pair_b - right)
+
+
+cdef void _maxpool_plane_fast(const floating* img, floating* out, Py_ssize_t* arg,
+                              Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                              Py_ssize_t sh, Py_ssize_t sw,
+                              Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """Any window and stride, NaN-free plane: branch-free row-major scan."""
+    cdef Py_ssize_t oh, ow, i, j, start, k, at, up
+    cdef floating best, v
+    for oh in range(Ho):
+        for ow in range(Wo):
+            start = oh * sh * W + ow * sw
+            best = img[start]
+            k = start
+            for i in range(kh):
+                for j in range(kw):
+                    at = start + i * W + j
+                    v = img[at]
+                    up = v > best
+                    best = v if v > best else best
+                    k = k + up * (at - k)
+            out[oh * Wo + ow] = best
+            arg[oh * Wo + ow] = k
+
+
+cdef void _maxpool_plane_exact(const floating* img, floating* out, Py_ssize_t* arg,
+                               Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                               Py_ssize_t sh, Py_ssize_t sw,
+                               Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """Any window and stride, NaN-aware (the first NaN of a window wins)."""
+    cdef Py_ssize_t oh, ow, i, j, start, k, at
+    cdef floating best, v
+    for oh in range(Ho):
+        for ow in range(Wo):
+            start = oh * sh * W + ow * sw
+            best = img[start]
+            k = start
+            for i in range(kh):
+                for j in range(kw):
+                    at = start + i * W + j
+                    v = img[at]
+                    if _beats(v, best):
+                        best = v
+                        k = at
+            out[oh * Wo + ow] = best
+            arg[oh * Wo + ow] = k
+
+
+cdef void _maxpool_plane(const floating* img, floating* out, Py_ssize_t* arg,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                         Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    if _has_nan(img, H * W):
+        _maxpool_plane_exact(img, out, arg, W, kh, kw, sh, sw, Ho, Wo)
+    elif kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        _maxpool_plane_2x2(img, out, arg, W, Ho, Wo)
+    else:
+        _maxpool_plane_fast(img, out, arg, W, kh, kw, sh, sw, Ho, Wo)
+
+
+cdef Py_ssize_t _maxpool_backward_plane(const floating* dout, const Py_ssize_t* arg,
+                                        floating* img, Py_ssize_t HW,
+                                        Py_ssize_t HoWo) noexcept nogil:
+    """Zero the plane, then add each gradient at its argmax; returns how many argmax
+    entries were out of the plane (they are skipped instead of writing out of bounds)."""
+    cdef Py_ssize_t q, at, bad = 0
+    memset(img, 0, HW * sizeof(floating))
+    for q in range(HoWo):
+        at = arg[q]
+        if at < 0 or at >= HW:
+            bad += 1
+        else:
+            img[at] += dout[q]
+    return bad
+
+
+def maxpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
+                    Py_ssize_t sh, Py_ssize_t sw, int num_threads):
+    """x (N, C, H, W) -> out (N, C, Ho, Wo), argmax (N, C, Ho, Wo) np.intp."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho, Wo, plane
+    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
+    cdef int nt = max(num_threads, 1)
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, C, Ho, Wo), dtype=dtype)
+    argmax = np.empty((N, C, Ho, Wo), dtype=np.intp)
+    cdef floating[:, :, :, ::1] out_v = out
+    cdef Py_ssize_t[:, :, :, ::1] arg_v = argmax
+    cdef const floating* src = &x[0, 0, 0, 0]
+    cdef floating* dst = &out_v[0, 0, 0, 0]
+    cdef Py_ssize_t* arg = &arg_v[0, 0, 0, 0]
+    for plane in prange(N * C, nogil=True, schedule="static", num_threads=nt):
+        _maxpool_plane(src + plane * H * W, dst + plane * Ho * Wo, arg + plane * Ho * Wo,
+                       H, W, kh, kw, sh, sw, Ho, Wo)
+    return out, argmax
+
+
+def maxpool_backward(const floating[:, :, :, ::1] dout, const Py_ssize_t[:, :, :, ::1] argmax,
+                     Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                     Py_ssize_t sh, Py_ssize_t sw, int num_threads):
+    """dout (N, C, Ho, Wo), argmax (same shape) -> dx (N, C, H, W)."""
+    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], Ho, Wo, plane, bad = 0
+    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
+    if (dout.shape[2], dout.shape[3]) != (Ho, Wo) or \
+            tuple(argmax.shape)[:4] != tuple(dout.shape)[:4]:
+        raise ValueError(f"maxpool_backward: dout {tuple(dout.shape)[:4]} and argmax "
+                         f"{tuple(argmax.shape)[:4]} must both be {(N, C, Ho, Wo)}")
+    cdef int nt = max(num_threads, 1)
+    dtype = np.float32 if floating is float else np.float64
+    dx = np.empty((N, C, H, W), dtype=dtype)
+    cdef floating[:, :, :, ::1] dx_v = dx
+    cdef const floating* src = &dout[0, 0, 0, 0]
+    cdef const Py_ssize_t* arg = &argmax[0, 0, 0, 0]
+    cdef floating* dst = &dx_v[0, 0, 0, 0]
+    for plane in prange(N * C, nogil=True, schedule="static",
+                        num_threads=nt):
+        bad += _maxpool_backward_plane(src + plane * Ho * Wo, arg + plane * Ho * Wo,
+                                       dst + plane * H * W, H * W, Ho * Wo)
+    if bad:
+        raise ValueError(f"maxpool_backward: {bad} argmax entries lie outside the "
+                         f"{H}x{W} plane (argmax must come from maxpool_forward)")
+    return dx
+
+
+# ---------------------------------------------------------------- average-pool
+cdef void _avgpool_plane(const floating* img, floating* out, Py_ssize_t W,
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t Ho, Py_ssize_t Wo, floating scale) noexcept nogil:
+    """Sum each window in row-major order, then scale: the NumPy twin's order of
+    operations, so both backends round identically."""
+    cdef Py_ssize_t oh, ow, i, j, start
+    cdef floating acc
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        for oh in range(Ho):
+            start = 2 * oh * W
+            for ow in range(Wo):
+                acc = img[start + 2 * ow] + img[start + 2 * ow + 1]
+                acc = acc + img[start + W + 2 * ow]
+                acc = acc + img[start + W + 2 * ow + 1]
+                out[oh * Wo + ow] = acc * scale
+        return
+    for oh in range(Ho):
+        for ow in range(Wo):
+            start = oh * sh * W + ow * sw
+            acc = 0
+            for i in range(kh):
+                for j in range(kw):
+                    acc = acc + img[start + i * W + j]
+            out[oh * Wo + ow] = acc * scale
+
+
+cdef void _avgpool_backward_plane(const floating* dout, floating* img, Py_ssize_t H,
+                                  Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Ho,
+                                  Py_ssize_t Wo, floating scale) noexcept nogil:
+    """Zero the plane, then add dout * scale over every window (overlaps add up)."""
+    cdef Py_ssize_t oh, ow, i, j, start
+    cdef floating share
+    memset(img, 0, H * W * sizeof(floating))
+    for oh in range(Ho):
+        for ow in range(Wo):
+            share = dout[oh * Wo + ow] * scale
+            start = oh * sh * W + ow * sw
+            for i in range(kh):
+                for j in range(kw):
+                    img[start + i * W + j] += share
+
+
+def avgpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
+                    Py_ssize_t sh, Py_ssize_t sw, int num_threads):
+    """x (N, C, H, W) -> out (N, C, Ho, Wo), the mean of each window."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho, Wo, plane
+    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
+    cdef int nt = max(num_threads, 1)
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, C, Ho, Wo), dtype=dtype)
+    cdef floating[:, :, :, ::1] out_v = out
+    cdef const floating* src = &x[0, 0, 0, 0]
+    cdef floating* dst = &out_v[0, 0, 0, 0]
+    cdef floating scale = <floating>(1.0 / (kh * kw))
+    for plane in prange(N * C, nogil=True, schedule="static",
+                        num_threads=nt):
+        _avgpool_plane(src + plane * H * W, dst + plane * Ho * Wo, W, kh, kw, sh, sw,
+                       Ho, Wo, scale)
+    return out
+
+
+def avgpool_backward(const floating[:, :, :, ::1] dout, Py_ssize_t H, Py_ssize_t W,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                     int num_threads):
+    """dout (N, C, Ho, Wo) -> dx (N, C, H, W)."""
+    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], Ho, Wo, plane
+    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
+    if (dout.shape[2], dout.shape[3]) != (Ho, Wo):
+        raise ValueError(f"avgpool_backward: dout has shape {tuple(dout.shape)[:4]}, "
+                         f"expected {(N, C, Ho, Wo)}")
+    cdef int nt = max(num_threads, 1)
+    dtype = np.float32 if floating is float else np.float64
+    dx = np.empty((N, C, H, W), dtype=dtype)
+    cdef floating[:, :, :, ::1] dx_v = dx
+    cdef const floating* src = &dout[0, 0, 0, 0]
+    cdef floating* dst = &dx_v[0, 0, 0, 0]
+    cdef floating scale = <floating>(1.0 / (kh * kw))
+    for plane in prange(N * C, nogil=True, schedule="static",
+                        num_threads=nt):
+        _avgpool_backward_plane(src + plane * Ho * Wo, dst + plane * H * W, H, W,
+                                kh, kw, sh, sw, Ho, Wo, scale)
+    return dx
+
+
+cdef tuple _out_hw(Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                   Py_ssize_t sh, Py_ssize_t sw):
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or kh > H or kw > W:
+        raise ValueError(f"_pool: invalid window kernel=({kh}, {kw}) stride=({sh}, {sw}) "
+                         f"for a {H}x{W} input")
+    return (H - kh) // sh + 1, (W - kw) // sw + 1

@@ -1,0 +1,33 @@
+"""airi's layers: Lego blocks with ``forward`` (caches) and ``backward`` (dL/dout -> dL/din).
+
+Every layer derives from :class:`airi.layers.base.Layer`.
+"""
+from .base import Layer
+from .linear import Linear
+from .conv import Conv2D
+from .pooling import MaxPool2D, AvgPool2D
+from .activations import Relu, ReLU, LeakyRelu, Sigmoid, Tanh
+from .shape import Flatten
+from .softmax import Softmax, LogSoftmax
+
+__all__ = [
+    "Layer",
+    "Linear",
+    "Conv2D",
+    "MaxPool2D",
+    "AvgPool2D",
+    "Relu",
+    "ReLU",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Flatten",
+    "Softmax",
+    "LogSoftmax",
+]
+
+# Dropout and batch normalisation (layers part 2)
+from .dropout import Dropout  # noqa: E402
+from .normalization import BatchNorm1D, BatchNorm2D  # noqa: E402
+
+__all__ += ["Dropout", "BatchNorm1D", "BatchNorm2D"]

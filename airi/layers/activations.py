@@ -1,0 +1,136 @@
+"""Element-wise activations: ``Relu`` (alias ``ReLU``), ``LeakyRelu``, ``Sigmoid``, ``Tanh``.
+
+All accept any shape; ``backward(dout)`` takes and returns arrays of the input's shape.
+None of them modifies its input or ``dout`` in place (a ``dout`` may be a view of an
+array that another layer still needs).
+"""
+import numpy as np
+
+from .base import Layer
+
+__all__ = ["Relu", "ReLU", "LeakyRelu", "Sigmoid", "Tanh"]
+
+
+class _Elementwise(Layer):
+    """Caches one array (``self.cache``) in training and checks ``dout`` against it."""
+
+    _cache_names = ("cache",)
+
+    def __init__(self):
+        super().__init__()
+        self.cache = None
+
+    def _keep(self, array, training):
+        self.cache = array if self._is_training(training) else None
+
+    def _cached_for(self, dout):
+        cache = self._cached("cache")
+        self._check_dout(dout, cache.shape)
+        return cache
+
+
+class Relu(_Elementwise):
+    """Rectified linear unit: ``out = max(x, 0)``.
+
+    Shapes
+    ------
+    forward: x (any shape) -> out (same shape);
+    backward: dout (same shape) -> dx = dout where x > 0, else 0.
+    """
+
+    def forward(self, x, training=None):
+        """x (...) -> max(x, 0) (...). Caches the output (its sign is the mask)."""
+        x = self._check_input(x)
+        out = np.maximum(x, 0)
+        self._keep(out, training)
+        return out
+
+    def backward(self, dout):
+        """dout (...) -> dx (...)."""
+        out = self._cached_for(dout)
+        return np.where(out > 0, dout, 0)
+
+
+ReLU = Relu
+
+
+class LeakyRelu(_Elementwise):
+    """Leaky ReLU: ``out = x`` where x > 0, else ``alpha * x``.
+
+    Parameters
+    ----------
+    alpha : float
+        Slope for negative inputs.
+
+    Shapes
+    ------
+    forward: x (any shape) -> out (same shape); backward: dout -> dx (same shape).
+    """
+
+    def __init__(self, alpha=0.01):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x, training=None):
+        """x (...) -> out (...). Caches the input."""
+        x = self._check_input(x)
+        out = np.where(x > 0, x, self.alpha * x)
+        self._keep(x, training)
+        return out
+
+    def backward(self, dout):
+        """dout (...) -> dx (...): dout where x > 0, else alpha * dout."""
+        x = self._cached_for(dout)
+        return np.where(x > 0, dout, self.alpha * dout)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Sigmoid(_Elementwise):
+    """Logistic sigmoid: ``out = 1 / (1 + exp(-x))``.
+
+    Computed as ``0.5 * (1 + tanh(x / 2))``, the same function without the overflow
+    of ``exp(-x)`` for very negative x.
+
+    Shapes
+    ------
+    forward: x (any shape) -> out (same shape), values in (0, 1);
+    backward: dout -> dx = dout * out * (1 - out).
+    """
+
+    def forward(self, x, training=None):
+        """x (...) -> sigmoid(x) (...). Caches the output."""
+        x = self._check_input(x)
+        out = np.tanh(0.5 * x)
+        out += 1
+        out *= 0.5
+        self._keep(out, training)
+        return out
+
+    def backward(self, dout):
+        """dout (...) -> dx (...)."""
+        out = self._cached_for(dout)
+        return dout * out * (1 - out)
+
+
+class Tanh(_Elementwise):
+    """Hyperbolic tangent.
+
+    Shapes
+    ------
+    forward: x (any shape) -> out (same shape), values in (-1, 1);
+    backward: dout -> dx = dout * (1 - out**2).
+    """
+
+    def forward(self, x, training=None):
+        """x (...) -> tanh(x) (...). Caches the output."""
+        x = self._check_input(x)
+        out = np.tanh(x)
+        self._keep(out, training)
+        return out
+
+    def backward(self, dout):
+        """dout (...) -> dx (...)."""
+        out = self._cached_for(dout)
+        return dout * (1 - out * out)

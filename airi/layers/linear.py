@@ -1,0 +1,105 @@
+"""``Linear``: a fully connected layer, ``out = x @ W + b``."""
+import numpy as np
+
+from .. import init as initializers
+from .._config import resolve_dtype
+from .base import Layer
+
+__all__ = ["Linear"]
+
+
+def make_weight(shape, init, dtype):
+    """A new weight of ``shape`` from the initialiser ``init`` (name or callable)."""
+    w = initializers.get_initializer(init)(tuple(shape), dtype=dtype)
+    w = np.asarray(w)
+    if w.shape != tuple(shape):
+        raise ValueError(f"init returned shape {w.shape}, expected {tuple(shape)}")
+    return w.astype(dtype, copy=False)
+
+
+def add_bias(out, b):
+    """``out + b`` (b broadcast over the leading axes), in place when that keeps NumPy's
+    promoted dtype (the usual case: no extra allocation)."""
+    if np.result_type(out, b) == out.dtype:
+        out += b
+        return out
+    return out + b
+
+
+class Linear(Layer):
+    """Fully connected layer: ``out = x @ W + b``.
+
+    Parameters
+    ----------
+    input_size : int
+        Number of input features D.
+    hidden_size : int
+        Number of output features M.
+    bias : bool
+        Learn the bias ``b`` (zeros at start).
+    reg : float
+        L2 regularisation strength: ``backward`` adds ``2 * reg * W`` to dW (the
+        gradient of ``reg * sum(W**2)``), as in the seed.
+    dtype : dtype, optional
+        Parameter dtype; None means the default (float32).
+    init : str or callable
+        Weight initialisation: ``"kaiming"`` (He normal, default), ``"xavier"``,
+        ``"xavier_uniform"``, or ``f(shape, dtype=...)``.
+
+    Attributes
+    ----------
+    W : Parameter, shape (D, M)
+    b : Parameter, shape (M,) (absent when ``bias=False``)
+
+    Shapes
+    ------
+    forward: x (N, D) -> out (N, M); backward: dout (N, M) -> dx (N, D).
+    """
+
+    _cache_names = ("x",)
+
+    def __init__(self, input_size, hidden_size, bias=True, reg=0.0, dtype=None,
+                 init="kaiming"):
+        super().__init__()
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        if self.input_size < 1 or self.hidden_size < 1:
+            raise ValueError(f"Linear: input_size and hidden_size must be >= 1, got "
+                             f"{input_size} and {hidden_size}")
+        self.bias = bool(bias)
+        self.reg = float(reg)
+        dtype = resolve_dtype(dtype)
+        self.add_param("W", make_weight((self.input_size, self.hidden_size), init, dtype))
+        if self.bias:
+            self.add_param("b", initializers.zeros((self.hidden_size,), dtype=dtype))
+        self.x = None
+
+    def forward(self, x, training=None):
+        """x (N, D) -> out (N, M). Caches x when training."""
+        x = self._check_input(x)
+        if x.ndim != 2:
+            hint = "; add a Flatten() layer before it" if x.ndim > 2 else ""
+            raise ValueError(f"Linear: expected a 2-D input (N, {self.input_size}), got "
+                             f"shape {x.shape}{hint}")
+        x = self._check_input(x, dims={1: self.input_size})
+        out = x @ self.W.data
+        if self.bias:
+            out = add_bias(out, self.b.data)
+        self.x = x if self._is_training(training) else None
+        return out
+
+    def backward(self, dout):
+        """dout (N, M) -> dx (N, D); sets W.grad (D, M) and b.grad (M,)."""
+        x = self._cached("x")
+        dout = self._check_dout(dout, (x.shape[0], self.hidden_size))
+        W = self.W.data
+        dW = x.T @ dout
+        if self.reg:
+            dW += (2.0 * self.reg) * W
+        self.W.set_grad(dW)
+        if self.bias:
+            self.b.set_grad(dout.sum(axis=0))
+        return dout @ W.T
+
+    def extra_repr(self):
+        return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"bias={self.bias}, reg={self.reg}")

@@ -1,0 +1,225 @@
+"""The model zoo: the networks of the seed tutorials, built from airi layers.
+
+Every function returns a fresh :class:`airi.Sequential` whose output is raw class scores
+(logits) for :class:`airi.CrossEntropyLoss`, so none ends in a Softmax. All take
+``dtype=None`` (the default dtype, float32 unless changed) for their parameters.
+
+===================== ================ =========================================  =========
+name                  input            layers                                     params
+===================== ================ =========================================  =========
+``zhou``              (N, 1, 28, 28)   conv3x3(8, no bias) pool2 fc10 (seed 000)     13,602
+``softmax_classifier`` (N, 784) or img fc10 (seed 001)                                 7,850
+``two_layer``         (N, 784) or img  fc100 relu fc10 (seed 001)                     79,510
+``mlp``               (N, 784) or img  fc128 relu fc64 relu fc10 (seed 004)          109,386
+``lenet``             (N, 1, 28, 28)   [conv5 relu pool2] x2, fc relu fc10 (default) 104,778
+``airi_cifar``        (N, 3, 32, 32)   conv5(16) relu conv5(16) relu fc120 fc84 fc10 1,124,838
+``vgg_small``         (N, 3, 32, 32)   [conv3 (bn) relu] x2 pool2, x3; fc10           ~288,000
+===================== ================ =========================================  =========
+
+``get_model(name, **kw)`` builds one by name; ``available_models()`` lists the names.
+"""
+from .layers import Conv2D, Flatten, Linear, MaxPool2D, Relu
+
+__all__ = ["zhou", "softmax_classifier", "two_layer", "mlp", "lenet", "airi_cifar",
+           "vgg_small", "get_model", "available_models"]
+
+
+def _sequential(*layers):
+    from .model import Sequential
+    return Sequential(*layers)
+
+
+def _check_positive(fn, **values):
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ValueError(f"{fn}: {name} must be a positive integer, got {value!r}")
+
+
+def zhou(num_filters=8, num_classes=10, dtype=None):
+    """Victor Zhou's first CNN (seed 000) for 28x28 digits.
+
+    (N, 1, 28, 28) -> Conv 3x3, ``num_filters`` filters, no bias -> (N, 8, 26, 26)
+    -> MaxPool 2 -> (N, 8, 13, 13) -> Flatten -> Linear 13*13*8 -> 10 -> logits (N, 10).
+
+    The seed ends in Softmax + cross-entropy; here the Softmax lives in
+    ``CrossEntropyLoss``.
+    """
+    _check_positive("zhou", num_filters=num_filters, num_classes=num_classes)
+    return _sequential(
+        Conv2D(1, num_filters, 3, bias=False, dtype=dtype),
+        MaxPool2D(2),
+        Flatten(),
+        Linear(13 * 13 * num_filters, num_classes, dtype=dtype),
+    )
+
+
+def softmax_classifier(input_size=784, num_classes=10, reg=0.0, dtype=None):
+    """Seed 001's softmax classifier: one Linear layer on the flattened image.
+
+    (N, ...) with prod(...) == ``input_size`` -> Flatten -> Linear -> logits (N, K).
+    ``reg`` is Linear's L2 penalty (the seed's ``reg``).
+    """
+    _check_positive("softmax_classifier", input_size=input_size, num_classes=num_classes)
+    return _sequential(Flatten(), Linear(input_size, num_classes, reg=reg, dtype=dtype))
+
+
+def two_layer(input_size=784, hidden_size=100, num_classes=10, reg=0.0, dtype=None):
+    """Seed 001's two-layer network: Flatten -> Linear -> Relu -> Linear.
+
+    (N, ...) -> (N, input_size) -> (N, hidden_size) -> logits (N, num_classes).
+    """
+    _check_positive("two_layer", input_size=input_size, hidden_size=hidden_size,
+                    num_classes=num_classes)
+    return _sequential(
+        Flatten(),
+        Linear(input_size, hidden_size, reg=reg, dtype=dtype),
+        Relu(),
+        Linear(hidden_size, num_classes, reg=reg, dtype=dtype),
+    )
+
+
+def mlp(input_size=784, hidden_sizes=(128, 64), num_classes=10, dtype=None):
+    """Seed 004's fully connected MNIST network: 784 -> 128 -> 64 -> 10 with Relu.
+
+    (N, 1, 28, 28) or (N, 784) -> Flatten -> [Linear -> Relu] per hidden size -> Linear
+    -> logits (N, num_classes).
+    """
+    sizes = [int(input_size), *[int(h) for h in hidden_sizes], int(num_classes)]
+    _check_positive("mlp", **{f"size[{i}]": s for i, s in enumerate(sizes)})
+    layers = [Flatten()]
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Linear(n_in, n_out, dtype=dtype))
+        if i < len(sizes) - 2:
+            layers.append(Relu())
+    return _sequential(*layers)
+
+
+def lenet(in_channels=1, num_classes=10, image_size=28, channels=(16, 32), hidden_size=128,
+          dtype=None):
+    """A LeNet-style convnet, the default model of ``python -m airi.train``.
+
+    Shapes for the defaults (28x28 digits)::
+
+        (N, 1, 28, 28) -> Conv 5x5 pad 2 (16) -> Relu -> MaxPool 2 -> (N, 16, 14, 14)
+                       -> Conv 5x5 (32)       -> Relu -> MaxPool 2 -> (N, 32, 5, 5)
+                       -> Flatten (800) -> Linear 128 -> Relu -> Linear 10 -> logits
+
+    Parameters
+    ----------
+    in_channels : int
+        1 for digits, 3 for colour images.
+    num_classes : int
+    image_size : int
+        Height = width of the input (28 for MNIST, 32 for CIFAR-10).
+    channels : (int, int)
+        Filters of the two convolutions (LeNet-5 had 6 and 16; wider learns faster here).
+    hidden_size : int
+        Units of the first dense layer.
+    """
+    c1, c2 = (int(c) for c in channels)
+    _check_positive("lenet", in_channels=in_channels, num_classes=num_classes, c1=c1, c2=c2,
+                    hidden_size=hidden_size)
+    side = (int(image_size) // 2 - 4) // 2   # after pool, conv 5x5 (no pad), pool
+    if side < 1:
+        raise ValueError(f"lenet: image_size must be at least 10, got {image_size}")
+    return _sequential(
+        Conv2D(in_channels, c1, 5, pad=2, dtype=dtype),
+        Relu(),
+        MaxPool2D(2),
+        Conv2D(c1, c2, 5, dtype=dtype),
+        Relu(),
+        MaxPool2D(2),
+        Flatten(),
+        Linear(c2 * side * side, hidden_size, dtype=dtype),
+        Relu(),
+        Linear(hidden_size, num_classes, dtype=dtype),
+    )
+
+
+def airi_cifar(in_channels=3, num_classes=10, dtype=None):
+    """Seed 001's CIFAR-10 convnet (the original ``train.py`` model).
+
+    (N, 3, 32, 32) -> Conv 5x5 (16) -> Relu -> (N, 16, 28, 28) -> Conv 5x5 (16) -> Relu
+    -> (N, 16, 24, 24) -> Flatten (9216) -> Linear 120 -> Relu -> Linear 84 -> Relu
+    -> Linear 10 -> logits (N, 10).
+    """
+    _check_positive("airi_cifar", in_channels=in_channels, num_classes=num_classes)
+    return _sequential(
+        Conv2D(in_channels, 16, 5, dtype=dtype),
+        Relu(),
+        Conv2D(16, 16, 5, dtype=dtype),
+        Relu(),
+        Flatten(),
+        Linear(9216, 120, dtype=dtype),
+        Relu(),
+        Linear(120, 84, dtype=dtype),
+        Relu(),
+        Linear(84, num_classes, dtype=dtype),
+    )
+
+
+def vgg_small(in_channels=3, num_classes=10, widths=(32, 64, 128), batch_norm=True,
+              image_size=32, dtype=None):
+    """A small VGG-style network for 32x32 colour images.
+
+    Each stage is two 3x3 convolutions with padding 1 (size kept), each followed by
+    BatchNorm (``batch_norm=True``) and Relu, then MaxPool 2 (size halved)::
+
+        (N, 3, 32, 32) -> stage 32 -> (N, 32, 16, 16) -> stage 64 -> (N, 64, 8, 8)
+        -> stage 128 -> (N, 128, 4, 4) -> Flatten (2048) -> Linear 10 -> logits
+    """
+    widths = [int(w) for w in widths]
+    if not widths:
+        raise ValueError("vgg_small: widths must list at least one stage width")
+    _check_positive("vgg_small", in_channels=in_channels, num_classes=num_classes,
+                    **{f"widths[{i}]": w for i, w in enumerate(widths)})
+    side = int(image_size) >> len(widths)
+    if side < 1:
+        raise ValueError(f"vgg_small: {len(widths)} stages halve image_size={image_size} "
+                         "to nothing; use fewer stages or larger images")
+    if batch_norm:
+        from .layers import BatchNorm2D
+    layers, channels = [], int(in_channels)
+    for width in widths:
+        for _ in range(2):
+            # A bias before BatchNorm is cancelled by its mean subtraction.
+            layers.append(Conv2D(channels, width, 3, pad=1, bias=not batch_norm,
+                                 dtype=dtype))
+            if batch_norm:
+                layers.append(BatchNorm2D(width, dtype=dtype))
+            layers.append(Relu())
+            channels = width
+        layers.append(MaxPool2D(2))
+    layers += [Flatten(), Linear(channels * side * side, num_classes, dtype=dtype)]
+    return _sequential(*layers)
+
+
+_REGISTRY = {
+    "zhou": zhou,
+    "softmax_classifier": softmax_classifier,
+    "two_layer": two_layer,
+    "mlp": mlp,
+    "lenet": lenet,
+    "airi_cifar": airi_cifar,
+    "vgg_small": vgg_small,
+}
+
+
+def available_models():
+    """The names :func:`get_model` accepts, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_model(name, **kwargs):
+    """Build the zoo model ``name`` (dashes and underscores alike) with ``kwargs``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the known ones).
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: "
+                         f"{', '.join(available_models())}")
+    return _REGISTRY[key](**kwargs)

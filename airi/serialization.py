@@ -1,0 +1,912 @@
+"""Model files: ``airi.save`` writes them atomically, ``airi.load`` never runs their code.
+
+A model file is a short text header followed by a pickle stream (protocol 5)::
+
+    AIRI-MODEL\\n
+    format=1 airi=0.1.0\\n
+    <pickle stream>
+
+Why not plain ``pickle.load``: a pickle is a small program, and loading one can call any
+function the file names (``os.system``, ``builtins.eval``, ...). Model files are shared and
+downloaded, so :func:`load` runs the pickle through a restricted unpickler that admits
+an explicit allowlist and refuses everything else *before* it is called:
+
+- airi's own classes: layers (subclasses of :class:`airi.layers.base.Layer`), ``Sequential``,
+  :class:`airi.Parameter`, and the classes of ``airi.optim`` and ``airi.lr_scheduler``;
+- NumPy array, dtype and scalar reconstruction, checked argument by argument;
+- plain Python values: numbers, strings, bytes, tuples, lists, dicts, sets,
+  ``collections.OrderedDict``, ``complex``, ``slice``, ``range``;
+- classes that the user admitted with :func:`register_safe`.
+
+Admitted classes are never *called* with arguments from the file: an object is created with
+``cls.__new__(cls)`` and receives its saved attributes (``Parameter`` goes through its own
+validating ``__setstate__``); no ``__init__``, ``__setstate__`` or other method of the class
+runs with data chosen by the file.
+"""
+import collections
+import contextlib
+import io
+import os
+import pickle
+import re
+import secrets
+import stat
+import sys
+import types
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "save", "load", "register_safe", "unregister_safe", "safe_classes", "read_header",
+    "ModelFileError", "UnsafeModelError", "MAGIC", "FORMAT_VERSION",
+]
+
+MAGIC = b"AIRI-MODEL\n"
+FORMAT_VERSION = 1             # bump when a new airi writes files an older one cannot read
+PICKLE_PROTOCOL = 5            # arrays travel as raw bytes (no copy on save)
+_MAX_HEADER_LINE = 256
+
+
+# ---------------------------------------------------------------------------- errors
+class ModelFileError(ValueError):
+    """The file is not a loadable airi model file (missing header, empty, truncated,
+    corrupt, or written in a newer format). The message names the file."""
+
+
+class UnsafeModelError(ModelFileError):
+    """The file asks for something outside the allowlist (a global such as
+    ``posix.system``, or a forbidden way of building an object). Nothing it asked for ran.
+
+    Attributes
+    ----------
+    global_name : str or None
+        The refused global as pickle records it, ``"module.name"``.
+    """
+
+    def __init__(self, message, global_name=None):
+        super().__init__(message)
+        self.global_name = global_name
+
+
+def _airi_version():
+    from . import __version__
+    return __version__
+
+
+# -------------------------------------------------------------- user-admitted classes
+_registry = {}    # (module, qualname) -> class admitted by register_safe
+
+
+def register_safe(cls):
+    """Admit a class of your own (typically a custom layer) in files read by
+    :func:`load`. Returns ``cls``, so it also works as a class decorator.
+
+    Only do this for your own classes: objects of an admitted class are rebuilt with
+    ``cls.__new__(cls)`` and get their saved attributes (``__init__`` and
+    ``__setstate__`` are not called), so a file can only fill in attributes.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_safe expects a class, got {type(cls).__name__} {cls!r}")
+    if cls.__module__ == "builtins" or issubclass(cls, BaseException):
+        raise ValueError(f"register_safe: refusing to admit {cls.__module__}.{cls.__qualname__}"
+                         "; it is meant for your own layer (or other model) classes")
+    if "<locals>" in cls.__qualname__:
+        raise ValueError(f"register_safe: {cls.__qualname__} is defined inside a function, so "
+                         "pickle cannot save it by name; define it at module level")
+    _registry[(cls.__module__, cls.__qualname__)] = cls
+    return cls
+
+
+def unregister_safe(cls):
+    """Withdraw a class admitted with :func:`register_safe` (no error if it was not)."""
+    key = (cls.__module__, cls.__qualname__)
+    if _registry.get(key) is cls:
+        del _registry[key]
+
+
+@contextlib.contextmanager
+def safe_classes(*classes):
+    """Admit ``classes`` for the duration of a ``with`` block::
+
+        with airi.serialization.safe_classes(MyLayer):
+            model = airi.load("model.pkl")
+    """
+    saved = dict(_registry)
+    try:
+        for cls in classes:
+            register_safe(cls)
+        yield
+    finally:
+        _registry.clear()
+        _registry.update(saved)
+
+
+# ----------------------------------------------------------------- what is admitted
+_OPTIM_MODULES = ("airi.optim", "airi.lr_scheduler")
+# airi modules that may be imported to look a class up (normally `import airi` already did).
+_IMPORTABLE_PREFIXES = ("airi.layers", "airi.model", "airi.parameter", "airi.optim",
+                        "airi.lr_scheduler")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _under(module, prefixes):
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _airi_bases():
+    """The airi base classes whose subclasses (defined in airi) are admitted. Resolved at
+    load time because parts of airi may be added after this module was imported."""
+    from .layers.base import Layer
+    from .parameter import Parameter
+    bases = [Layer, Parameter]
+    sequential = vars(sys.modules["airi"]).get("Sequential")
+    if isinstance(sequential, type):
+        bases.append(sequential)
+    return tuple(bases)
+
+
+def _is_admitted_airi_class(cls):
+    """True for a class defined in airi that is a layer, Sequential, Parameter, optimizer
+    or scheduler."""
+    if not isinstance(cls, type) or issubclass(cls, BaseException):
+        return False
+    module = getattr(cls, "__module__", "") or ""
+    if not module.startswith("airi."):
+        return False
+    return issubclass(cls, _airi_bases()) or _under(module, _OPTIM_MODULES)
+
+
+def _is_admitted_class(cls):
+    key = (getattr(cls, "__module__", None), getattr(cls, "__qualname__", None))
+    return _registry.get(key) is cls or _is_admitted_airi_class(cls)
+
+
+def _numpy_global(path):
+    """The NumPy object at ``path`` (dotted, under numpy) or None if this NumPy lacks it."""
+    obj = np
+    for part in path.split(".")[1:]:
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+_reconstruct = _numpy_global("numpy._core.multiarray._reconstruct")
+_scalar = _numpy_global("numpy._core.multiarray.scalar")
+_frombuffer = _numpy_global("numpy._core.numeric._frombuffer")
+
+# Callables a file may call through REDUCE, by the names pickle records for them (NumPy 2
+# writes numpy._core, NumPy 1 wrote numpy.core). Each one's arguments are checked by a
+# method of the unpickler (_REDUCERS below).
+_CALLABLE_GLOBALS = {
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "dtype"): np.dtype,
+    ("builtins", "complex"): complex,
+    ("builtins", "slice"): slice,
+    ("builtins", "range"): range,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "bytearray"): bytearray,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+}
+# Globals a file may mention as plain values (never called).
+_VALUE_GLOBALS = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("builtins", "Ellipsis"): Ellipsis,
+    ("builtins", "NotImplemented"): NotImplemented,
+}
+for _name in ("bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+              "uint64", "float16", "float32", "float64", "complex64", "complex128"):
+    _VALUE_GLOBALS[("numpy", _name)] = getattr(np, _name)
+_SAFE_GLOBALS = {**_CALLABLE_GLOBALS, **_VALUE_GLOBALS}
+_SAFE_GLOBAL_IDS = {id(obj) for obj in _SAFE_GLOBALS.values() if obj is not None}
+
+
+def _lookup_airi_class(module, name):
+    """The admitted airi class ``module.name``, or None. Looks in the module's namespace
+    directly (never getattr, which could run a module-level __getattr__), and imports
+    only airi modules that may hold model classes."""
+    if not _IDENTIFIER.match(name):
+        return None
+    mod = sys.modules.get(module)
+    if mod is None:
+        if not _under(module, _IMPORTABLE_PREFIXES):
+            return None
+        import importlib
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            return None
+    cls = vars(mod).get(name)
+    if (isinstance(cls, type) and cls.__module__ == module and cls.__qualname__ == name
+            and _is_admitted_airi_class(cls)):
+        return cls
+    return None
+
+
+def _resolve_global(module, name):
+    """The object a file may use for global ``module.name``, or None when refused."""
+    key = (module, name)
+    obj = _SAFE_GLOBALS.get(key)
+    if obj is not None:
+        return obj
+    obj = _registry.get(key)
+    if obj is not None:
+        return obj
+    if module.startswith("airi."):
+        return _lookup_airi_class(module, name)
+    return None
+
+
+def _is_admitted_global(obj):
+    """Would the loader admit ``obj`` (a class or function met while saving)?"""
+    return id(obj) in _SAFE_GLOBAL_IDS or _is_admitted_class(obj)
+
+
+# ---------------------------------------------------------------- restricted loader
+def _make_dispatch():
+    return dict(pickle._Unpickler.dispatch)
+
+
+class _BoundedReader:
+    """The file, read from the end of the header, refusing reads past its end. A corrupt
+    length field then fails at once instead of allocating gigabytes."""
+
+    def __init__(self, file, start, size, raise_truncated):
+        self._file = file
+        self._pos = start
+        self.size = size
+        self._raise_truncated = raise_truncated
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            n = self.size - self._pos
+        if n > self.size - self._pos:
+            self._raise_truncated(n, self.size - self._pos)
+        data = self._file.read(n)
+        self._pos += len(data)
+        return data
+
+    def readline(self):
+        data = self._file.readline()
+        self._pos += len(data)
+        return data
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler with the opcodes that call, build or look things up
+    replaced by checked versions (see the module docstring for the policy)."""
+
+    dispatch = _make_dispatch()
+
+    def __init__(self, reader, source, *, encoding="ASCII", airi_objects=True):
+        super().__init__(reader, encoding=encoding)
+        self._source = source
+        self._max_len = reader.size
+        self._airi_objects = airi_objects
+        self._pending = {}   # id -> object created here and waiting for its one BUILD
+        self._sealed = {}    # id -> dtype that was built and verified (usable by arrays)
+
+    # -- errors
+    def _unsafe(self, why, global_name=None):
+        return UnsafeModelError(f"{self._source}: refused to load: {why}. Nothing from the "
+                                "file was run.", global_name)
+
+    def _corrupt(self, why):
+        return ModelFileError(f"{self._source}: corrupt airi model file: {why}")
+
+    # -- globals
+    def find_class(self, module, name):
+        sys.audit("pickle.find_class", module, name)
+        obj = None
+        if isinstance(module, str) and isinstance(name, str):
+            obj = _resolve_global(module, name)
+            if (obj is not None and not self._airi_objects and isinstance(obj, type)
+                    and _is_admitted_class(obj)):
+                obj = None
+        if obj is None:
+            qualified = f"{module}.{name}"
+            hint = ""
+            if name[:1].isupper() and not module.split(".")[0] in (
+                    "builtins", "os", "posix", "nt", "subprocess", "importlib", "numpy"):
+                hint = (f" (if {name} is your own layer class and you trust this file, admit "
+                        f"it with airi.register_safe({name}) before loading)")
+            raise self._unsafe(f"global '{qualified}' is not on the allowlist of airi model "
+                               f"files{hint}", qualified)
+        return obj
+
+    def _class_name(self, obj):
+        return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+    # -- REDUCE: only the checked reconstruction callables
+    def load_reduce(self):
+        stack = self.stack
+        args = stack.pop()
+        func = stack[-1]
+        if not isinstance(args, tuple):
+            raise self._corrupt("REDUCE arguments are not a tuple")
+        checker = _REDUCERS.get(id(func))
+        if checker is None or checker[0] is not func:
+            if isinstance(func, type) and _is_admitted_class(func):
+                name = self._class_name(func)
+                raise self._unsafe(f"the file calls {name}(...) with arguments of its own; "
+                                   "airi objects are only rebuilt from their saved "
+                                   "attributes", name)
+            raise self._unsafe(f"the file calls {type(func).__name__} object {func!r:.60}, "
+                               "which is not an allowed reconstruction function")
+        stack[-1] = checker[1](self, *args)
+    dispatch[pickle.REDUCE[0]] = load_reduce
+
+    # -- NEWOBJ: admitted classes, no arguments
+    def _new_object(self, cls, args, kwargs):
+        if not (isinstance(cls, type) and _is_admitted_class(cls)):
+            name = self._class_name(cls) if isinstance(cls, type) else repr(cls)[:60]
+            raise self._unsafe(f"the file creates an object of {name}, which is not an "
+                               "admitted class", name if isinstance(cls, type) else None)
+        if args or kwargs:
+            name = self._class_name(cls)
+            raise self._unsafe(f"the file creates {name} with constructor arguments; airi "
+                               "objects are only rebuilt from their saved attributes", name)
+        obj = cls.__new__(cls)
+        self._pending[id(obj)] = obj
+        return obj
+
+    def load_newobj(self):
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new_object(cls, args, None))
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+
+    def load_newobj_ex(self):
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new_object(cls, args, kwargs))
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+    # -- protocol 0/1 object opcodes, persistent ids, extension codes: never in airi files
+    def load_inst(self):
+        module = self.readline()[:-1].decode("ascii", "replace")
+        name = self.readline()[:-1].decode("ascii", "replace")
+        raise self._unsafe(f"INST opcode (protocol 0 object creation) of '{module}.{name}'",
+                           f"{module}.{name}")
+    dispatch[pickle.INST[0]] = load_inst
+
+    def load_obj(self):
+        raise self._unsafe("OBJ opcode (calls a class with arguments from the file)")
+    dispatch[pickle.OBJ[0]] = load_obj
+
+    def persistent_load(self, pid):
+        raise self._unsafe("persistent ids are not allowed in airi model files")
+
+    def _load_ext(self):
+        raise self._unsafe("extension codes (copyreg registry) are not allowed in airi "
+                           "model files")
+    for _op in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
+        dispatch[_op[0]] = _load_ext
+
+    def _load_buffer(self):
+        raise self._corrupt("out-of-band buffers are not used by airi model files")
+    dispatch[pickle.NEXT_BUFFER[0]] = _load_buffer
+    dispatch[pickle.READONLY_BUFFER[0]] = _load_buffer
+
+    def load_bytearray8(self):
+        n, = pickle.unpack("<Q", self.read(8))
+        if n > self._max_len:   # check before allocating
+            raise self._corrupt(f"a {n}-byte bytearray in a {self._max_len}-byte file")
+        b = bytearray(n)
+        self.readinto(b)
+        self.append(b)
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
+    # -- containers: only real lists, dicts and sets (never a method of another object)
+    def _container(self, kinds, op):
+        target = self.stack[-1]
+        if type(target) not in kinds:
+            raise self._unsafe(f"{op} on a {type(target).__name__} object (only on "
+                               f"{'/'.join(k.__name__ for k in kinds)})")
+        return target
+
+    def load_append(self):
+        value = self.stack.pop()
+        self._container((list,), "APPEND").append(value)
+    dispatch[pickle.APPEND[0]] = load_append
+
+    def load_appends(self):
+        items = self.pop_mark()
+        self._container((list,), "APPENDS").extend(items)
+    dispatch[pickle.APPENDS[0]] = load_appends
+
+    def load_setitem(self):
+        value = self.stack.pop()
+        key = self.stack.pop()
+        self._container((dict, collections.OrderedDict), "SETITEM")[key] = value
+    dispatch[pickle.SETITEM[0]] = load_setitem
+
+    def load_setitems(self):
+        items = self.pop_mark()
+        target = self._container((dict, collections.OrderedDict), "SETITEMS")
+        if len(items) % 2:
+            raise self._corrupt("SETITEMS with an odd number of items")
+        for i in range(0, len(items), 2):
+            target[items[i]] = items[i + 1]
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+
+    def load_additems(self):
+        items = self.pop_mark()
+        self._container((set,), "ADDITEMS").update(items)
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+
+    # -- BUILD: only on objects created here, once, by type
+    def load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if self._pending.pop(id(inst), None) is not inst:
+            raise self._unsafe(f"BUILD (set the state of) a {type(inst).__name__} object "
+                               "the loader did not just create")
+        if type(inst) is np.ndarray:
+            self._build_array(inst, state)
+        elif isinstance(inst, np.dtype):
+            self._build_dtype(inst, state)
+        else:
+            from .parameter import Parameter
+            if isinstance(inst, Parameter):
+                self._build_parameter(inst, state)
+            else:
+                self._build_object(inst, state)
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def _build_parameter(self, param, state):
+        from .parameter import Parameter
+        if not (isinstance(state, dict) and "data" in state and set(state) <= {"data", "name"}
+                and type(state["data"]) is np.ndarray
+                and isinstance(state.get("name", ""), str)):
+            raise self._corrupt("a Parameter's state must be {'data': ndarray, 'name': str}")
+        Parameter.__setstate__(param, state)   # airi's own: validates, never a subclass's
+
+    def _build_object(self, obj, state):
+        slots = None
+        if isinstance(state, tuple) and len(state) == 2:
+            state, slots = state
+        if state is not None:
+            self._check_attributes(obj, state)
+            if not hasattr(obj, "__dict__"):
+                raise self._corrupt(f"{type(obj).__name__} objects have no attribute dict")
+            obj.__dict__.update(state)
+        if slots is not None:
+            self._check_attributes(obj, slots)
+            for name, value in slots.items():
+                self._slot_descriptor(obj, name).__set__(obj, value)
+        from .layers.base import Layer
+        if isinstance(obj, Layer):   # what Layer.__setstate__ does: caches start empty
+            for name in type(obj)._cache_names:
+                obj.__dict__.setdefault(name, None)
+
+    def _check_attributes(self, obj, state):
+        if not isinstance(state, dict):
+            raise self._corrupt(f"the state of a {type(obj).__name__} is a "
+                                f"{type(state).__name__}, not a dict of attributes")
+        for key in state:
+            if not isinstance(key, str) or (key.startswith("__") and key.endswith("__")):
+                raise self._unsafe(f"attribute name {key!r:.60} for a {type(obj).__name__}")
+
+    def _slot_descriptor(self, obj, name):
+        for klass in type(obj).__mro__:
+            descriptor = vars(klass).get(name)
+            if descriptor is not None:
+                if isinstance(descriptor, types.MemberDescriptorType):
+                    return descriptor
+                break
+        raise self._unsafe(f"{name!r} is not a slot of {type(obj).__name__}")
+
+    # -- NumPy
+    def _sealed_dtype(self, dtype, what):
+        if not isinstance(dtype, np.dtype):
+            raise self._corrupt(f"{what}: expected a dtype, got {type(dtype).__name__}")
+        if self._sealed.get(id(dtype)) is not dtype:
+            raise self._unsafe(f"{what}: uses a dtype before its state was set and checked")
+        return dtype
+
+    def _shape(self, shape, what):
+        if not (isinstance(shape, tuple)
+                and all(type(n) is int and n >= 0 for n in shape)):
+            raise self._corrupt(f"{what}: bad shape {shape!r:.80}")
+        return shape
+
+    def _build_array(self, array, state):
+        if isinstance(state, tuple) and len(state) == 5:
+            version, shape, dtype, fortran, data = state
+            if version != 1:
+                raise self._corrupt(f"array state version {version!r:.20}")
+        elif isinstance(state, tuple) and len(state) == 4:
+            shape, dtype, fortran, data = state
+        else:
+            raise self._corrupt("unexpected array state")
+        self._shape(shape, "array")
+        self._sealed_dtype(dtype, "array")
+        if not isinstance(fortran, (bool, int)) or not isinstance(
+                data, (bytes, bytearray, str, list)):
+            raise self._corrupt("unexpected array state")
+        array.__setstate__(state)   # NumPy checks the data length and object lists
+
+    def _build_dtype(self, dtype, state):
+        """Set a dtype's state, then check that it is exactly what NumPy itself would build
+        for that description. NumPy's own ``__setstate__`` trusts the ``flags`` it is given:
+        an object dtype marked "holds no objects" would let an array's raw bytes become
+        object pointers (a crash, or worse). The dtype is not yet used by any array here
+        (arrays only accept checked dtypes), so a refused state harms nothing."""
+        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)):
+            raise self._corrupt("unexpected dtype state")
+        endian, subarray, names, fields, elsize, alignment, flags = state[1:8]
+        if endian not in ("<", ">", "|", "=") or not all(
+                type(v) is int for v in (elsize, alignment, flags)):
+            raise self._corrupt("unexpected dtype state")
+        if subarray is not None:
+            if not (isinstance(subarray, tuple) and len(subarray) == 2):
+                raise self._corrupt("unexpected dtype subarray")
+            self._sealed_dtype(subarray[0], "dtype subarray")
+            self._shape(subarray[1], "dtype subarray")
+        if (names is None) != (fields is None):
+            raise self._corrupt("dtype names and fields disagree")
+        if names is not None:
+            if not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)
+                    and isinstance(fields, dict) and set(fields) == set(names)):
+                raise self._corrupt("unexpected dtype fields")
+            for field in fields.values():
+                if not (isinstance(field, tuple) and len(field) in (2, 3)
+                        and type(field[1]) is int):
+                    raise self._corrupt("unexpected dtype field")
+                self._sealed_dtype(field[0], "dtype field")
+        dtype.__setstate__(state)
+        self._check_dtype(dtype)
+        self._sealed[id(dtype)] = dtype
+
+    def _check_dtype(self, dtype):
+        try:
+            if dtype.names is not None:
+                if dtype.hasobject or any(dtype.fields[n][0].hasobject for n in dtype.names):
+                    raise self._unsafe("structured dtypes with object fields are not allowed")
+                spec = {"names": list(dtype.names),
+                        "formats": [dtype.fields[n][0] for n in dtype.names],
+                        "offsets": [dtype.fields[n][1] for n in dtype.names],
+                        "itemsize": dtype.itemsize}
+                titles = [dtype.fields[n][2] if len(dtype.fields[n]) == 3 else None
+                          for n in dtype.names]
+                if any(t is not None for t in titles):
+                    spec["titles"] = titles
+                canonical = np.dtype(spec, align=dtype.isalignedstruct)
+            elif dtype.subdtype is not None:
+                base, shape = dtype.subdtype
+                if base.hasobject:
+                    raise self._unsafe("subarray dtypes of objects are not allowed")
+                canonical = np.dtype((base, shape))
+            else:
+                canonical = np.dtype(dtype.str)
+        except UnsafeModelError:
+            raise
+        except Exception:
+            canonical = None
+        if (canonical is None or canonical != dtype or canonical.str != dtype.str
+                or canonical.flags != dtype.flags or canonical.itemsize != dtype.itemsize
+                or canonical.alignment != dtype.alignment
+                or canonical.hasobject != dtype.hasobject):
+            raise self._unsafe(f"a dtype state that NumPy would never write ({dtype!r:.60}, "
+                               f"flags {dtype.flags})")
+
+    # The reconstruction callables, with their arguments checked.
+    def _call_reconstruct(self, subtype=None, shape=None, typecode=None, *extra):
+        if subtype is not np.ndarray or shape != (0,) or typecode not in (b"b", "b") or extra:
+            raise self._unsafe("numpy _reconstruct called with arguments NumPy never "
+                               "writes (only plain ndarrays are allowed)")
+        array = _reconstruct(np.ndarray, (0,), b"b")
+        self._pending[id(array)] = array
+        return array
+
+    def _call_frombuffer(self, buf=None, dtype=None, shape=None, order=None, *extra):
+        if not isinstance(buf, (bytes, bytearray)) or order not in ("C", "F") or extra:
+            raise self._corrupt("unexpected numpy _frombuffer arguments")
+        self._sealed_dtype(dtype, "array")
+        self._shape(shape, "array")
+        if dtype.hasobject or dtype.itemsize == 0:
+            raise self._unsafe(f"raw bytes as an array of dtype {dtype}")
+        return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+    def _call_dtype(self, typestr=None, align=False, copy=True, *extra):
+        if (not isinstance(typestr, str) or not re.fullmatch(r"[A-Za-z]\d{0,6}", typestr)
+                or not isinstance(align, bool) or not isinstance(copy, bool) or extra):
+            raise self._unsafe(f"numpy.dtype called with arguments NumPy never writes "
+                               f"({typestr!r:.40})")
+        dtype = np.dtype(typestr, align=align, copy=True)   # a copy: never NumPy's singleton
+        self._pending[id(dtype)] = dtype
+        return dtype
+
+    def _call_scalar(self, dtype=None, data=None, *extra):
+        self._sealed_dtype(dtype, "numpy scalar")
+        if dtype.hasobject or not isinstance(data, bytes) or extra:
+            raise self._unsafe("numpy scalar from something other than raw bytes")
+        return _scalar(dtype, data)
+
+    def _call_complex(self, real=0.0, imag=0.0, *extra):
+        if extra or not all(type(v) in (int, float) for v in (real, imag)):
+            raise self._corrupt("unexpected complex arguments")
+        return complex(real, imag)
+
+    def _call_slice_or_range(self, kind, *args):
+        if not 1 <= len(args) <= 3 or not all(v is None or type(v) is int for v in args):
+            raise self._corrupt(f"unexpected {kind.__name__} arguments")
+        if kind is range and None in args:
+            raise self._corrupt("unexpected range arguments")
+        return kind(*args)
+
+    def _call_container(self, kind, *args):
+        allowed = {set: (list, tuple, set), frozenset: (list, tuple, set),
+                   bytearray: (bytes,), collections.OrderedDict: (list,)}[kind]
+        if len(args) > 1 or (args and type(args[0]) not in allowed):
+            raise self._corrupt(f"unexpected {kind.__name__} arguments")
+        if kind is collections.OrderedDict and args and not all(
+                type(p) is tuple and len(p) == 2 for p in args[0]):
+            raise self._corrupt("unexpected OrderedDict arguments")
+        return kind(*args)
+
+
+_REDUCERS = {}
+for _func, _checker in [
+        (_reconstruct, _RestrictedUnpickler._call_reconstruct),
+        (_frombuffer, _RestrictedUnpickler._call_frombuffer),
+        (_scalar, _RestrictedUnpickler._call_scalar),
+        (np.dtype, _RestrictedUnpickler._call_dtype),
+        (complex, _RestrictedUnpickler._call_complex),
+        (slice, lambda self, *a: self._call_slice_or_range(slice, *a)),
+        (range, lambda self, *a: self._call_slice_or_range(range, *a)),
+        (set, lambda self, *a: self._call_container(set, *a)),
+        (frozenset, lambda self, *a: self._call_container(frozenset, *a)),
+        (bytearray, lambda self, *a: self._call_container(bytearray, *a)),
+        (collections.OrderedDict,
+         lambda self, *a: self._call_container(collections.OrderedDict, *a))]:
+    if _func is not None:
+        _REDUCERS[id(_func)] = (_func, _checker)
+
+
+def restricted_load(file, source, *, size=None, encoding="ASCII", airi_objects=True):
+    """Unpickle from binary ``file`` (positioned at the pickle stream) with the allowlist
+    of :func:`load`. Also usable for other pickled data that must not run code (such as
+    CIFAR-10 batches: ``airi_objects=False, encoding="bytes"``).
+
+    Parameters
+    ----------
+    file : binary file object
+    source : str
+        Named in error messages (usually the path).
+    size : int, optional
+        Bytes left in ``file`` (taken from the file itself when it has a descriptor).
+    encoding : str
+        How to decode Python 2 ``str`` objects (as in :func:`pickle.load`).
+    airi_objects : bool
+        Whether airi's own classes (and those admitted with :func:`register_safe`) are
+        admitted, or only arrays and plain values.
+
+    Raises
+    ------
+    UnsafeModelError
+        The stream asks for something outside the allowlist.
+    ModelFileError
+        The stream is corrupt or truncated (never a bare pickle error).
+    """
+    start = file.tell()
+    if size is None:
+        try:
+            size = os.fstat(file.fileno()).st_size - start
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            data = file.read()
+            file, start, size = io.BytesIO(data), 0, len(data)
+
+    def truncated(wanted, left):
+        raise ModelFileError(f"{source}: truncated airi model file: the data needs {wanted} "
+                             f"more bytes but the file has {left} left")
+
+    reader = _BoundedReader(file, start, start + size, truncated)
+    reader.size = start + size
+    unpickler = _RestrictedUnpickler(reader, source, encoding=encoding,
+                                     airi_objects=airi_objects)
+    try:
+        obj = unpickler.load()
+    except ModelFileError:
+        raise
+    except RecursionError as exc:
+        raise ModelFileError(f"{source}: corrupt airi model file: nested too deeply") from exc
+    except Exception as exc:   # any pickle/struct/NumPy error on bad data: a clear message
+        raise ModelFileError(f"{source}: corrupt or truncated airi model file "
+                             f"({type(exc).__name__}: {exc})") from exc
+    return obj
+
+
+# ------------------------------------------------------------------------ the header
+def _header_line():
+    return f"format={FORMAT_VERSION} airi={_airi_version()}\n".encode("ascii")
+
+
+def _read_header(file, source):
+    magic = file.read(len(MAGIC))
+    if magic != MAGIC:
+        if not magic:
+            raise ModelFileError(f"{source}: the file is empty, not an airi model file")
+        hint = ""
+        if magic[:1] == b"\x80":
+            hint = (" (it looks like a plain pickle; airi.load only reads files written by "
+                    "airi.save, because plain pickles can run code when loaded)")
+        raise ModelFileError(f"{source}: not an airi model file: it does not start with the "
+                             f"AIRI-MODEL header{hint}")
+    line = file.readline(_MAX_HEADER_LINE)
+    fields = {}
+    if line.endswith(b"\n"):
+        try:
+            fields = dict(item.split("=", 1) for item in line.decode("ascii").split())
+        except ValueError:   # not ASCII, or an item without '='
+            fields = {}
+    if not fields.get("format", "").isdigit():
+        raise ModelFileError(f"{source}: damaged airi model file header: {line[:80]!r}")
+    fields["format"] = int(fields["format"])
+    if fields["format"] > FORMAT_VERSION:
+        needed = fields.get("requires") or fields.get("airi", "a newer version")
+        raise ModelFileError(
+            f"{source}: written by airi {fields.get('airi', '?')} in model file format "
+            f"{fields['format']}; this airi ({_airi_version()}) reads format "
+            f"{FORMAT_VERSION} at most: install airi >= {needed} to load it")
+    return fields
+
+
+def read_header(path):
+    """The header of model file ``path`` as a dict: ``format`` (int), ``airi`` (the
+    version that wrote it). Raises :class:`ModelFileError` if it is not a model file."""
+    source = os.fspath(path)
+    with open(source, "rb") as f:
+        return _read_header(f, source)
+
+
+# ------------------------------------------------------------------------ save / load
+def load(path):
+    """Load what :func:`save` wrote to ``path``, without running code from the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    The saved object: a model, a checkpoint dict, arrays, ...
+
+    Raises
+    ------
+    UnsafeModelError
+        The file asks for a global outside the allowlist (for example ``posix.system``),
+        or for a forbidden way of building an object; the message names it. Nothing it
+        asked for was run. Admit your own layer classes with :func:`register_safe`.
+    ModelFileError
+        Not a loadable airi model file: empty, no header, truncated, corrupt, or written
+        in a newer format (the message says which airi version reads it).
+    OSError
+        The file cannot be read (missing, permissions).
+    """
+    source = os.fspath(path)
+    if isinstance(source, bytes):
+        source = os.fsdecode(source)
+    with open(source, "rb") as f:
+        _read_header(f, source)
+        start = f.tell()
+        size = os.fstat(f.fileno()).st_size - start
+        if size <= 0:
+            raise ModelFileError(f"{source}: the file holds only the airi header, no model "
+                                 "data (was saving interrupted?)")
+        obj = restricted_load(f, source, size=size)
+        if f.read(1):
+            raise ModelFileError(f"{source}: corrupt airi model file: unexpected data after "
+                                 "the end of the model")
+    return obj
+
+
+class _CheckingPickler(pickle.Pickler):
+    """Notes the classes and functions that :func:`load` would refuse."""
+
+    def __init__(self, file, protocol):
+        super().__init__(file, protocol=protocol)
+        self.refused = {}
+
+    def reducer_override(self, obj):
+        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+            if not _is_admitted_global(obj):
+                name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
+                self.refused[name] = obj
+        return NotImplemented
+
+
+def _open_new_file(path):
+    """Create ``path`` (which must not exist) for binary writing. A separate function so
+    that tests can simulate a full disk."""
+    return open(path, "xb")
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable. Not every platform or file system allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(obj, path):
+    """Save ``obj`` (a model, a checkpoint dict, arrays, ...) to ``path``, atomically.
+
+    The data goes to a temporary file in the same folder, is flushed to disk, and only
+    then renamed over ``path``: if anything fails midway (an object that cannot be
+    pickled, a full disk), the previous file at ``path`` is left intact and the
+    temporary file is removed. Gradients and cached activations are not saved.
+
+    Parameters
+    ----------
+    obj : object
+        Anything :func:`load` admits; a warning names classes or functions it would
+        refuse (register your own layer classes with :func:`register_safe`).
+    path : str or os.PathLike
+    """
+    target = os.fspath(path)
+    if isinstance(target, bytes):
+        target = os.fsdecode(target)
+    if os.path.isdir(target):
+        raise IsADirectoryError(21, "cannot save the model: the path is a directory", target)
+    # Write through a symlink to the file it points to, as a plain write would.
+    real = os.path.realpath(target)
+    directory = os.path.dirname(real) or "."
+    tmp = os.path.join(directory,
+                       f".{os.path.basename(real)}.{secrets.token_hex(4)}.tmp")
+    try:
+        try:
+            with _open_new_file(tmp) as f:
+                f.write(MAGIC)
+                f.write(_header_line())
+                pickler = _CheckingPickler(f, PICKLE_PROTOCOL)
+                pickler.dump(obj)
+                f.flush()
+                os.fsync(f.fileno())
+            _copy_mode(real, tmp)
+            os.replace(tmp, real)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        if exc.errno is not None and exc.filename in (None, tmp):
+            raise OSError(exc.errno, f"cannot save the model ({exc.strerror}); any previous "
+                          "file was left unchanged", target) from exc
+        raise
+    except Exception as exc:
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"while saving {target}; any previous file was left unchanged")
+        raise
+    _fsync_directory(directory)
+    if pickler.refused:
+        names = ", ".join(sorted(pickler.refused))
+        warnings.warn(f"airi.save: {target} contains {names}, which airi.load refuses "
+                      "unless admitted first with airi.register_safe(cls)", UserWarning,
+                      stacklevel=2)
+
+
+def _copy_mode(existing, tmp):
+    """Keep the permissions of the file being replaced (a new file gets the umask's)."""
+    try:
+        mode = stat.S_IMODE(os.stat(existing).st_mode)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, mode)

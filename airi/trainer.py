@@ -1,0 +1,849 @@
+"""``Trainer``: the epoch loop, evaluation, callbacks and resumable checkpoints.
+
+One training step is the seed's loop, written once::
+
+    out  = model.forward(xb, training=True)   (N, K) scores
+    loss = loss_fn(out, yb)                   float, mean over the batch
+    dout = loss_fn.backward()                 (N, K) dL/dout
+    model.backward(dout)                      fills every Parameter.grad
+    [after-backward hooks]                    e.g. allreduce of gradients, clipping
+    optimizer.step()
+
+Example
+-------
+>>> trainer = airi.Trainer(model, airi.CrossEntropyLoss(), airi.optim.Adam(model.parameters()))
+>>> history = trainer.fit((X_train, y_train), epochs=5, val=(X_test, y_test))
+>>> trainer.evaluate((X_test, y_test))
+{'loss': 0.08..., 'accuracy': 0.97...}
+
+Data-parallel seam
+------------------
+Everything that changes when K processes train together goes through one object, the
+*parallel context* (``Trainer(..., parallel=ctx)``); :class:`LocalContext` is the
+single-process default. A context provides::
+
+    rank, world_size                     ints
+    is_main()                            True on the rank that prints and writes files
+    allreduce_gradients(params, count)   average every Parameter.grad across ranks, each
+                                         rank's gradient weighted by its ``count`` samples
+    allreduce_sum(values)                float64 array of per-rank sums -> global sums
+    should_stop(flag)                    True when any rank asked to stop (Ctrl-C)
+
+Loaders built by the Trainer from ``(X, y)`` tuples get ``rank``/``world_size`` so each
+rank sees its shard of every global batch; evaluation shards the data and reduces the sums.
+"""
+import math
+import signal
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from . import _config
+
+__all__ = ["Trainer", "TrainingError", "Callback", "ModelCheckpoint", "EarlyStopping",
+           "LocalContext"]
+
+CHECKPOINT_KIND = "airi.Trainer checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class TrainingError(FloatingPointError):
+    """Training was stopped because the loss became NaN or infinite.
+
+    Attributes
+    ----------
+    epoch : int
+        1-based epoch in which it happened.
+    batch : int
+        1-based batch index inside that epoch.
+    loss : float
+        The offending loss value.
+    """
+
+    def __init__(self, message, epoch=None, batch=None, loss=None):
+        super().__init__(message)
+        self.epoch, self.batch, self.loss = epoch, batch, loss
+
+
+class LocalContext:
+    """The single-process parallel context: no communication at all (see module doc)."""
+
+    rank = 0
+    world_size = 1
+
+    def is_main(self):
+        return True
+
+    def allreduce_gradients(self, params, count):
+        """Average gradients across ranks: nothing to do with one process."""
+
+    def allreduce_sum(self, values):
+        return values
+
+    def should_stop(self, flag):
+        return flag
+
+
+# ------------------------------------------------------------------ callbacks
+class Callback:
+    """Base class of the hooks the Trainer calls around epochs.
+
+    Every method receives the trainer; ``trainer.stop_training = True`` ends ``fit``
+    after the current epoch. ``state_dict``/``load_state_dict`` let a callback's state
+    travel inside a checkpoint so that a resumed run continues it.
+    """
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_epoch_begin(self, trainer, epoch):
+        pass
+
+    def on_epoch_end(self, trainer, record):
+        """``record``: the epoch's history entry (dict, see :meth:`Trainer.fit`)."""
+
+    def on_train_end(self, trainer):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def _resolve_mode(monitor, mode):
+    if mode == "auto":
+        return "max" if "acc" in monitor else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    return mode
+
+
+class _MonitorMixin:
+    """Tracks the best value of one metric of the epoch records."""
+
+    def _init_monitor(self, monitor, mode, min_delta):
+        self.monitor = monitor
+        self.mode = _resolve_mode(monitor, mode)
+        self.min_delta = abs(float(min_delta))
+        self.best = None
+        self.best_epoch = None
+
+    def _current(self, record):
+        value = record.get(self.monitor)
+        if value is None:
+            known = sorted(k for k, v in record.items() if v is not None)
+            hint = " (pass val=... to fit)" if self.monitor.startswith("val_") else ""
+            raise ValueError(f"{type(self).__name__}: monitored metric {self.monitor!r} "
+                             f"is not in the epoch record{hint}; available: {known}")
+        return float(value)
+
+    def _improved(self, value):
+        if self.best is None:
+            return True
+        if self.mode == "max":
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def _describe_best(self):
+        return "inf" if self.best is None else f"{self.best:.5f}"
+
+
+class ModelCheckpoint(_MonitorMixin, Callback):
+    """Save the model whenever the monitored metric improves (seed 003's
+    "val_loss improved from 1.206 to 1.055, saving model").
+
+    Parameters
+    ----------
+    path : str or path-like
+        File written with :func:`airi.save` (atomically: a crash never leaves half a file).
+    monitor : str
+        A key of the epoch record: ``"val_accuracy"``, ``"val_loss"``, ``"train_loss"`` ...
+    mode : {"max", "min", "auto"}
+        Whether larger is better; "auto" means max for accuracies, min otherwise.
+    save_best_only : bool
+        False saves after every epoch.
+    min_delta : float
+        The smallest change that counts as an improvement.
+    full_checkpoint : bool
+        Save a resumable trainer checkpoint instead of the bare model.
+    """
+
+    def __init__(self, path, monitor="val_accuracy", mode="auto", save_best_only=True,
+                 min_delta=0.0, full_checkpoint=False):
+        self.path = path
+        self.save_best_only = bool(save_best_only)
+        self.full_checkpoint = bool(full_checkpoint)
+        self._init_monitor(monitor, mode, min_delta)
+
+    def on_epoch_end(self, trainer, record):
+        value = self._current(record)
+        improved = self._improved(value)
+        if improved:
+            previous = self._describe_best()
+            self.best, self.best_epoch = value, record["epoch"]
+            trainer._log(f"  {self.monitor} improved from {previous} to {value:.5f}, "
+                         f"saving model to {self.path}")
+        if improved or not self.save_best_only:
+            self._save(trainer)
+
+    def _save(self, trainer):
+        if not trainer.parallel.is_main():
+            return
+        if self.full_checkpoint:
+            trainer.save_checkpoint(self.path)
+        else:
+            from .serialization import save
+            save(trainer.model, self.path)
+
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+
+
+class EarlyStopping(_MonitorMixin, Callback):
+    """Stop when the monitored metric has not improved for ``patience`` epochs, and
+    (``restore_best_weights``) put the best epoch's weights back in the model (seed 003's
+    "reloading optimal weights").
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch record, e.g. ``"val_loss"``.
+    patience : int
+        Epochs without improvement tolerated before stopping.
+    mode : {"min", "max", "auto"}
+    min_delta : float
+    restore_best_weights : bool
+        At the end of training, load the weights of the best epoch (kept in memory).
+
+    Attributes
+    ----------
+    stopped_epoch : int or None
+        The epoch after which training stopped early (None if it ran to the end).
+    """
+
+    def __init__(self, monitor="val_loss", patience=5, mode="auto", min_delta=0.0,
+                 restore_best_weights=True):
+        if int(patience) < 0:
+            raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience}")
+        self.patience = int(patience)
+        self.restore_best_weights = bool(restore_best_weights)
+        self._init_monitor(monitor, mode, min_delta)
+        self.wait = 0
+        self.best_weights = None
+        self.stopped_epoch = None
+
+    def on_train_begin(self, trainer):
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, trainer, record):
+        value = self._current(record)
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, record["epoch"], 0
+            if self.restore_best_weights:
+                self.best_weights = trainer.model.state_dict()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = record["epoch"]
+            trainer.stop_training = True
+            trainer._log(f"  early stopping: {self.monitor} has not improved for "
+                         f"{self.wait} epochs (best {self.best:.5f} at epoch "
+                         f"{self.best_epoch})")
+
+    def on_train_end(self, trainer):
+        if (self.restore_best_weights and self.best_weights is not None
+                and trainer.history and trainer.history[-1]["epoch"] != self.best_epoch):
+            trainer.model.load_state_dict(self.best_weights)
+            trainer._log(f"  restored the weights of epoch {self.best_epoch} "
+                         f"({self.monitor} {self.best:.5f})")
+
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "best_weights": self.best_weights}
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+        self.wait = state.get("wait", 0)
+        self.best_weights = state.get("best_weights")
+
+
+# ------------------------------------------------------------------ helpers
+class _SigintFlag:
+    """During ``fit``, turn the first Ctrl-C into a request to stop after the current
+    batch (a second Ctrl-C interrupts at once). The previous handler comes back on exit."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self._previous = None
+
+    def __enter__(self):
+        # Python only lets the main thread install signal handlers.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.trainer._stop_requested:
+            raise KeyboardInterrupt
+        self.trainer._stop_requested = True
+        print("\nInterrupted: stopping at the end of the current batch "
+              "(press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _array_batches(X, y, batch_size, rank=0, world_size=1):
+    """Yield ``(X[i:j], y[i:j])`` over this rank's contiguous share of the data, in order
+    (evaluation needs no shuffling and so draws nothing from the random generator)."""
+    n = len(X)
+    start, stop = n * rank // world_size, n * (rank + 1) // world_size
+    for i in range(start, stop, batch_size):
+        j = min(i + batch_size, stop)
+        yield X[i:j], (None if y is None else y[i:j])
+
+
+def _count_correct(out, y):
+    """Correct predictions in a batch: argmax of the scores (N, K) against integer
+    labels (N,) or one-hot targets (N, K). None when the output is not a classification."""
+    if out.ndim != 2 or out.shape[1] < 2 or y is None:
+        return None
+    predicted = out.argmax(axis=1)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    return int(np.count_nonzero(predicted == y))
+
+
+def _is_tuple_data(data):
+    return isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape")
+
+
+def _check_pair(data, what):
+    X, y = data
+    if len(X) != len(y):
+        raise ValueError(f"Trainer: {what} X has {len(X)} samples but y has {len(y)}")
+    if len(X) == 0:
+        raise ValueError(f"Trainer: {what} data is empty")
+    return X, y
+
+
+def _fmt_metric(name, value, digits=4):
+    return "" if value is None else f"  {name} {value:.{digits}f}"
+
+
+# ------------------------------------------------------------------ trainer
+class Trainer:
+    """Train a model with a loss and an optimizer (and optionally lr/momentum schedules).
+
+    Parameters
+    ----------
+    model : Sequential (or any layer with forward/backward/parameters/state_dict)
+        Maps a batch x (N, ...) to scores (N, K) (logits for CrossEntropyLoss).
+    loss : loss object
+        ``loss(pred, target)`` -> float (mean over the batch); ``loss.backward()`` -> dpred.
+    optimizer : optimizer from :mod:`airi.optim`
+        Over ``model.parameters()``.
+    scheduler : schedule or list of schedules, optional
+        Each has ``step()`` (called once per epoch, after it), ``state_dict()`` and
+        ``load_state_dict()`` (e.g. ``StepLR``, ``CosineAnnealingLR``, ``MomentumSchedule``).
+    parallel : parallel context, optional
+        The data-parallel seam (module doc); None means one process.
+    verbose : bool
+        Print a summary line per epoch (and a progress bar on a terminal).
+
+    Attributes
+    ----------
+    epoch : int
+        Completed epochs (restored by :meth:`load_checkpoint`).
+    history : list of dict
+        One record per completed epoch (see :meth:`fit`).
+    stop_reason : str or None
+        Why the last ``fit`` ended: "completed", "early_stopping" or "interrupted".
+    after_backward : list of callables
+        ``hook(params)`` run after every backward pass, before ``optimizer.step()``.
+    checkpoint_extra : object
+        Plain data stored in every checkpoint under ``"extra"``.
+    """
+
+    def __init__(self, model, loss, optimizer, scheduler=None, *, parallel=None,
+                 verbose=True):
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        if scheduler is None:
+            self.schedulers = []
+        elif isinstance(scheduler, (list, tuple)):
+            self.schedulers = list(scheduler)
+        else:
+            self.schedulers = [scheduler]
+        self.parallel = parallel if parallel is not None else LocalContext()
+        self.verbose = bool(verbose)
+        self.epoch = 0
+        self.history = []
+        self.after_backward = []
+        self.stop_training = False
+        self.stop_reason = None
+        self.checkpoint_path = None
+        self.checkpoint_extra = None   # any plain data to keep in checkpoints (the CLI's settings)
+        self._stop_requested = False
+        self._params = list(model.parameters())
+        self._train_loader = None
+        self._callbacks = []
+        self._pending = None      # state read by load_checkpoint, applied by fit
+        self._partial = None      # progress inside an interrupted epoch
+
+    @property
+    def scheduler(self):
+        """The first schedule (or None)."""
+        return self.schedulers[0] if self.schedulers else None
+
+    # ------------------------------------------------------------- logging
+    def _log(self, message):
+        if self.verbose and self.parallel.is_main():
+            print(message, flush=True)
+
+    def _progress_bar(self, total, epoch, epochs):
+        """A tqdm bar on a terminal, else None (logs and CI stay clean)."""
+        if not (self.verbose and self.parallel.is_main() and sys.stderr.isatty()):
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch",
+                    leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    # ---------------------------------------------------------------- data
+    def _as_train_loader(self, train, batch_size):
+        if _is_tuple_data(train):
+            X, y = _check_pair(train, "training")
+            from .data import DataLoader
+            return DataLoader(X, y, batch_size=batch_size, shuffle=True,
+                              rank=self.parallel.rank, world_size=self.parallel.world_size)
+        if not hasattr(train, "__iter__"):
+            raise TypeError("Trainer: train must be a DataLoader (any iterable of (x, y) "
+                            f"batches) or an (X, y) tuple, got {type(train).__name__}")
+        return train
+
+    def _batches(self, data, batch_size):
+        """Evaluation batches of ``data`` (a loader or an (X, y) tuple), this rank's share."""
+        if _is_tuple_data(data):
+            X, y = _check_pair(data, "evaluation")
+            return _array_batches(X, y, batch_size, self.parallel.rank,
+                                  self.parallel.world_size)
+        if not hasattr(data, "__iter__"):
+            raise TypeError("Trainer: data must be a DataLoader or an (X, y) tuple, got "
+                            f"{type(data).__name__}")
+        return iter(data)
+
+    # ---------------------------------------------------------------- step
+    def train_step(self, xb, yb):
+        """One optimisation step on a batch.
+
+        Parameters
+        ----------
+        xb : ndarray (N, ...)
+        yb : ndarray (N,) integer labels, or (N, K) targets
+
+        Returns
+        -------
+        loss : float
+            The batch's mean loss (before the update). Non-finite: nothing was updated.
+        correct : int or None
+            Correct argmax predictions in the batch (None for non-classification).
+        """
+        self.optimizer.zero_grad()
+        out = self.model.forward(xb, training=True)
+        # Counted before the loss sees `out`: a loss may normalise its input in place.
+        correct = _count_correct(out, yb)
+        loss = float(self.loss(out, yb))
+        if not math.isfinite(loss):
+            return loss, correct
+        self.model.backward(self.loss.backward())
+        # Seam for data-parallel training and gradient tweaks (clipping, noise ...).
+        self.parallel.allreduce_gradients(self._params, len(xb))
+        for hook in self.after_backward:
+            hook(self._params)
+        self.optimizer.step()
+        return loss, correct
+
+    # ------------------------------------------------------------- evaluate
+    def evaluate(self, data, batch_size=256):
+        """Mean loss and accuracy of the model on ``data`` (eval mode, no updates).
+
+        Parameters
+        ----------
+        data : DataLoader or (X (N, ...), y (N,)) tuple
+        batch_size : int
+            Used for tuples.
+
+        Returns
+        -------
+        dict
+            ``loss``: mean per sample; ``accuracy``: fraction in [0, 1] (None when the
+            outputs are not class scores); ``samples``: how many were evaluated.
+        """
+        sums = np.zeros(3)   # loss * n, correct, n
+        has_accuracy = True
+        for xb, yb in self._batches(data, batch_size):
+            out = self.model.forward(xb, training=False)
+            correct = _count_correct(out, yb)
+            n = len(xb)
+            sums[0] += float(self.loss(out, yb)) * n
+            sums[2] += n
+            if correct is None:
+                has_accuracy = False
+            else:
+                sums[1] += correct
+        sums = self.parallel.allreduce_sum(sums)
+        if sums[2] == 0:
+            raise ValueError("Trainer.evaluate: no samples to evaluate")
+        return {"loss": float(sums[0] / sums[2]),
+                "accuracy": float(sums[1] / sums[2]) if has_accuracy else None,
+                "samples": int(sums[2])}
+
+    def predict(self, X, batch_size=256):
+        """Scores of the model for ``X`` (eval mode), computed in batches.
+
+        Parameters
+        ----------
+        X : ndarray (N, ...) or (X, y) tuple
+        batch_size : int
+
+        Returns
+        -------
+        ndarray (N, K)
+            What the model outputs (logits for the zoo's models); ``argmax(axis=1)`` gives
+            the predicted classes.
+        """
+        if _is_tuple_data(X):
+            X = X[0]
+        X = np.asarray(X)
+        if len(X) == 0:
+            raise ValueError("Trainer.predict: X is empty")
+        result = None
+        for i in range(0, len(X), batch_size):
+            out = self.model.forward(X[i:i + batch_size], training=False)
+            if result is None:   # one allocation for the whole result
+                result = np.empty((len(X),) + out.shape[1:], dtype=out.dtype)
+            result[i:i + len(out)] = out
+        return result
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, train, epochs, val=None, callbacks=None, *, batch_size=64,
+            checkpoint_path=None, verbose=None):
+        """Train until ``epochs`` epochs are completed in total.
+
+        Parameters
+        ----------
+        train : DataLoader or (X, y) tuple
+            Tuples are wrapped in a shuffling ``DataLoader`` of ``batch_size``.
+        epochs : int
+            The total number of epochs: after :meth:`load_checkpoint` training continues
+            from the saved epoch up to ``epochs``, exactly as if never interrupted.
+        val : DataLoader or (X, y) tuple, optional
+            Evaluated after every epoch (``val_loss``, ``val_accuracy``).
+        callbacks : list of Callback, optional
+            E.g. :class:`ModelCheckpoint`, :class:`EarlyStopping`.
+        batch_size : int
+            Batch size for tuple inputs.
+        checkpoint_path : str or path-like, optional
+            A resumable checkpoint written after every epoch and when Ctrl-C stops the
+            run; a NaN/inf loss leaves the last one written untouched.
+        verbose : bool, optional
+            Overrides the Trainer's ``verbose`` for this call.
+
+        Returns
+        -------
+        list of dict
+            ``self.history``: per epoch ``epoch`` (1-based), ``train_loss``,
+            ``train_accuracy``, ``val_loss``, ``val_accuracy`` (None without val),
+            ``seconds`` (the whole epoch), ``images_per_second`` (training images over
+            training time) and ``lr`` (the learning rate used in that epoch).
+
+        Raises
+        ------
+        TrainingError
+            When the loss becomes NaN or infinite (names the epoch and batch).
+        """
+        epochs = int(epochs)
+        if epochs < 1:
+            raise ValueError(f"Trainer.fit: epochs must be >= 1, got {epochs}")
+        if int(batch_size) < 1:
+            raise ValueError(f"Trainer.fit: batch_size must be >= 1, got {batch_size}")
+        old_verbose = self.verbose
+        if verbose is not None:
+            self.verbose = bool(verbose)
+        if checkpoint_path is not None:
+            self.checkpoint_path = checkpoint_path
+        self._callbacks = list(callbacks or [])
+        self._train_loader = self._as_train_loader(train, int(batch_size))
+        self.stop_training = False
+        self._stop_requested = False
+        self.stop_reason = "completed"
+        try:
+            self._apply_pending()
+            if self.epoch >= epochs:
+                self._log(f"Already trained {self.epoch} epochs (fit's epochs={epochs} is "
+                          "the total count): nothing to do")
+                return self.history
+            for cb in self._callbacks:
+                cb.on_train_begin(self)
+            with _SigintFlag(self):
+                while self.epoch < epochs and not self.stop_training:
+                    for cb in self._callbacks:
+                        cb.on_epoch_begin(self, self.epoch + 1)
+                    record = self._run_epoch(epochs, val, batch_size)
+                    if record is None:          # interrupted inside the epoch
+                        self.stop_reason = "interrupted"
+                        break
+                    for cb in self._callbacks:
+                        cb.on_epoch_end(self, record)
+                    self._save_resumable()
+                    if self.parallel.should_stop(self._stop_requested):
+                        self.stop_reason = "interrupted"
+                        self._log(f"Stopped by Ctrl-C after epoch {self.epoch}"
+                                  + self._saved_note())
+                        break
+                if self.stop_training and self.stop_reason == "completed":
+                    self.stop_reason = "early_stopping"
+            for cb in self._callbacks:
+                cb.on_train_end(self)
+            return self.history
+        finally:
+            self.verbose = old_verbose
+
+    def _run_epoch(self, epochs, val, batch_size):
+        """Train one epoch (or finish an interrupted one); evaluate; return the record,
+        or None if Ctrl-C stopped it in the middle (after saving a checkpoint)."""
+        epoch = self.epoch + 1
+        loader = self._train_loader
+        lr = float(getattr(self.optimizer, "lr", float("nan")))
+        start = time.perf_counter()
+        batches, sums, skip, elapsed = self._start_epoch(loader)
+        has_accuracy = True
+        total = len(loader) if hasattr(loader, "__len__") else None
+        bar = self._progress_bar(total, epoch, epochs)
+        if bar is not None and skip:
+            bar.update(skip)
+        index = skip
+        try:
+            for xb, yb in batches:
+                index += 1
+                loss, correct = self.train_step(xb, yb)
+                if not math.isfinite(loss):
+                    raise self._nan_error(loss, epoch, index, total)
+                n = len(xb)
+                sums[0] += loss * n
+                sums[2] += n
+                if correct is None:
+                    has_accuracy = False
+                else:
+                    sums[1] += correct
+                if bar is not None:
+                    bar.update(1)
+                    if index % 10 == 0:
+                        bar.set_postfix_str(f"loss {sums[0] / sums[2]:.4f}", refresh=False)
+                if self.parallel.should_stop(self._stop_requested):
+                    if total is None or index < total:
+                        self._interrupt(epoch, index, sums, elapsed + time.perf_counter()
+                                        - start)
+                        return None
+        finally:
+            if bar is not None:
+                bar.close()
+        train_seconds = elapsed + time.perf_counter() - start
+        record = self._epoch_record(epoch, sums, has_accuracy, train_seconds, lr)
+        if val is not None:
+            scores = self.evaluate(val, batch_size=max(256, batch_size))
+            record["val_loss"], record["val_accuracy"] = scores["loss"], scores["accuracy"]
+        record["seconds"] = float(elapsed + time.perf_counter() - start)
+        self.history.append(record)
+        self._log(self._summary_line(record, epochs))
+        for sched in self.schedulers:
+            sched.step()
+        self.epoch = epoch
+        self._partial = None
+        return record
+
+    def _start_epoch(self, loader):
+        """Iterator over the epoch's batches and the running sums. After a mid-epoch
+        interrupt, the epoch is replayed from its start state and the batches already
+        trained are skipped, so shuffling and augmentation come out identical."""
+        partial, self._partial = self._partial, None
+        if partial is None:
+            self._epoch_start_state = (_config.get_rng_state(), self._loader_state(loader))
+            return iter(loader), np.zeros(3), 0, 0.0
+        rng_state, loader_state = partial["epoch_start_rng"], partial["epoch_start_loader"]
+        self._epoch_start_state = (rng_state, loader_state)
+        if partial.get("loader") is not None and hasattr(loader, "load_state_dict"):
+            # The loader saved its place in the epoch: it continues from the next batch.
+            loader.load_state_dict(partial["loader"])
+            batches = iter(loader)
+        else:
+            # Replay the epoch's start (same order, same augmentation draws) and skip
+            # the batches already trained on.
+            _config.set_rng_state(rng_state)
+            if loader_state is not None and hasattr(loader, "load_state_dict"):
+                loader.load_state_dict(loader_state)
+            batches = iter(loader)
+            for _ in range(partial["batch"]):
+                next(batches)
+        _config.set_rng_state(partial["rng"])
+        sums = np.array(partial["sums"], dtype=np.float64)
+        return batches, sums, partial["batch"], float(partial["seconds"])
+
+    def _interrupt(self, epoch, index, sums, seconds):
+        rng_state, loader_state = self._epoch_start_state
+        self._partial = {"batch": index, "sums": [float(s) for s in sums],
+                         "seconds": float(seconds), "epoch_start_rng": rng_state,
+                         "epoch_start_loader": loader_state, "rng": _config.get_rng_state(),
+                         "loader": self._loader_state(self._train_loader)}
+        self._save_resumable()
+        self._log(f"Stopped by Ctrl-C in epoch {epoch} after batch {index}"
+                  + self._saved_note())
+
+    def _saved_note(self):
+        if self.checkpoint_path is None:
+            return " (no checkpoint_path given: nothing saved)"
+        return f"; checkpoint saved to {self.checkpoint_path}"
+
+    def _nan_error(self, loss, epoch, index, total):
+        of = f"/{total}" if total else ""
+        kept = (f"; the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch})"
+                if self.checkpoint_path is not None and self.epoch > 0 else "")
+        return TrainingError(
+            f"loss became {loss} in epoch {epoch}, batch {index}{of}: training stopped "
+            f"(try a smaller learning rate or normalised inputs){kept}",
+            epoch=epoch, batch=index, loss=loss)
+
+    def _epoch_record(self, epoch, sums, has_accuracy, train_seconds, lr):
+        sums = self.parallel.allreduce_sum(sums)
+        count = max(sums[2], 1.0)
+        return {"epoch": epoch,
+                "train_loss": float(sums[0] / count),
+                "train_accuracy": float(sums[1] / count) if has_accuracy else None,
+                "val_loss": None, "val_accuracy": None,
+                "seconds": float(train_seconds),
+                "images_per_second": float(sums[2] / max(train_seconds, 1e-9)),
+                "lr": lr}
+
+    @staticmethod
+    def _summary_line(record, epochs):
+        width = len(str(epochs))
+        return (f"epoch {record['epoch']:>{width}}/{epochs}"
+                f"  loss {record['train_loss']:.4f}"
+                + _fmt_metric("acc", record["train_accuracy"])
+                + _fmt_metric("val_loss", record["val_loss"])
+                + _fmt_metric("val_acc", record["val_accuracy"])
+                + f"  lr {record['lr']:.3g}  {record['seconds']:.1f}s"
+                  f"  {record['images_per_second']:,.0f} img/s")
+
+    # ---------------------------------------------------------- checkpoints
+    @staticmethod
+    def _loader_state(loader):
+        if loader is not None and hasattr(loader, "state_dict"):
+            return loader.state_dict()
+        return None
+
+    def _optimizer_hyperparameters(self):
+        # Schedules change these attributes; keep them even if the optimizer's own
+        # state_dict does not.
+        return {name: getattr(self.optimizer, name) for name in ("lr", "momentum")
+                if isinstance(getattr(self.optimizer, name, None), (int, float))}
+
+    def checkpoint_state(self):
+        """Everything needed to continue training, as a dict of plain values, arrays and
+        airi objects (what :meth:`save_checkpoint` writes)."""
+        from . import __version__
+        return {
+            "kind": CHECKPOINT_KIND,
+            "version": CHECKPOINT_VERSION,
+            "airi_version": __version__,
+            "epoch": int(self.epoch),
+            "model": self.model,
+            "optimizer": self.optimizer.state_dict(),
+            "optimizer_hyperparameters": self._optimizer_hyperparameters(),
+            "scheduler": [s.state_dict() for s in self.schedulers],
+            "rng_state": _config.get_rng_state(),
+            "loader": self._loader_state(self._train_loader),
+            "partial_epoch": self._partial,
+            "callbacks": [cb.state_dict() for cb in self._callbacks],
+            "history": [dict(r) for r in self.history],
+            "world_size": int(self.parallel.world_size),
+            "extra": self.checkpoint_extra,
+        }
+
+    def save_checkpoint(self, path):
+        """Write a resumable checkpoint with :func:`airi.save` (atomic); returns path."""
+        from .serialization import save
+        save(self.checkpoint_state(), path)
+        return path
+
+    def _save_resumable(self):
+        if self.checkpoint_path is not None and self.parallel.is_main():
+            self.save_checkpoint(self.checkpoint_path)
+
+    def load_checkpoint(self, path):
+        """Restore a checkpoint written by :meth:`save_checkpoint`: model weights,
+        optimizer and schedule state, epoch, history and airi's random state (and, at the
+        next ``fit``, the DataLoader's and callbacks' state). Returns the checkpoint dict.
+        """
+        from .serialization import load
+        state = load(path)
+        if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"{path}: not a Trainer checkpoint (a model file? load it with "
+                             "airi.load instead)")
+        model_state = state["model"]
+        if hasattr(model_state, "state_dict"):
+            model_state = model_state.state_dict()
+        try:
+            self.model.load_state_dict(model_state)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise ValueError(f"{path}: the checkpoint's model does not match this model "
+                             f"({exc})") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        for name, value in state.get("optimizer_hyperparameters", {}).items():
+            setattr(self.optimizer, name, value)
+        saved = state.get("scheduler") or []
+        if len(saved) != len(self.schedulers):
+            raise ValueError(f"{path}: the checkpoint has {len(saved)} schedule(s), this "
+                             f"Trainer has {len(self.schedulers)}")
+        for sched, sched_state in zip(self.schedulers, saved):
+            sched.load_state_dict(sched_state)
+        self.epoch = int(state["epoch"])
+        self.history = [dict(r) for r in state.get("history", [])]
+        self._partial = state.get("partial_epoch")
+        _config.set_rng_state(state["rng_state"])
+        self._pending = state
+        return state
+
+    def _apply_pending(self):
+        """Finish a load_checkpoint at the start of fit, once the loader and callbacks
+        exist: their states, and the random state (in case something drew from it in
+        between, e.g. building the loader)."""
+        state, self._pending = self._pending, None
+        if state is None:
+            return
+        _config.set_rng_state(state["rng_state"])
+        loader_state = state.get("loader")
+        if (self._partial is None and loader_state is not None
+                and hasattr(self._train_loader, "load_state_dict")):
+            self._train_loader.load_state_dict(loader_state)
+        saved = state.get("callbacks") or []
+        if saved and len(saved) == len(self._callbacks):
+            for cb, cb_state in zip(self._callbacks, saved):
+                cb.load_state_dict(cb_state)
+        elif saved and self._callbacks:
+            warnings.warn("the checkpoint's callback states do not match the callbacks "
+                          "given to fit; they start afresh", RuntimeWarning, stacklevel=3)

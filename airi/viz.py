@@ -1,0 +1,502 @@
+"""Pictures of training: curves, learned filters, activations and class probabilities.
+
+People would rather look at filters and curves than read numbers. Every function here
+draws one picture, writes it as a PNG file and returns the file's path. The pixel size
+of each picture is fixed by its inputs (documented per function), so pictures from
+different runs line up.
+
+matplotlib is optional (the ``plot`` extra): it is imported only when a function is
+called, never when ``airi`` or ``airi.viz`` is imported, and it always renders headless
+with the Agg canvas (no display, no global pyplot state is touched). Without it each
+function raises an ImportError that says how to install it::
+
+    pip install 'airi[plot]'
+
+Examples
+--------
+>>> history = trainer.fit(train, epochs=5, val=(X_test, y_test))   # doctest: +SKIP
+>>> airi.viz.plot_history(history, "runs/demo/curves.png")            # doctest: +SKIP
+>>> airi.viz.plot_filters(model[0], "runs/demo/filters.png")          # doctest: +SKIP
+"""
+import math
+import os
+
+import numpy as np
+
+__all__ = [
+    "plot_history", "plot_filters", "plot_feature_maps", "plot_class_probabilities",
+    "plot_loss_curves",
+]
+
+# Pictures are laid out in pixels; this dpi turns them into matplotlib's inches and
+# font points (a 10 pt label is about 14 px tall).
+DPI = 100
+
+_INSTALL_HINT = "install the plot extra: pip install 'airi[plot]'"
+
+
+# --------------------------------------------------------------------------- plumbing
+def _new_figure(width_px, height_px):
+    """A matplotlib Figure of exactly ``width_px`` x ``height_px`` pixels, on an Agg
+    canvas (headless, independent of pyplot and of the user's backend)."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError as exc:
+        raise ImportError(f"airi.viz needs matplotlib, which is not installed: "
+                          f"{_INSTALL_HINT}") from exc
+    # Agg truncates width*dpi to an integer; the half pixel keeps rounding errors of
+    # the division from losing a pixel.
+    fig = Figure(figsize=((width_px + 0.5) / DPI, (height_px + 0.5) / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    """Render ``fig`` to the PNG file ``path`` (its folder is created) and return the
+    path as a string. ``print_png`` renders at the figure's own dpi and size, ignoring
+    rcParams such as ``savefig.bbox = tight`` that would change the pixel size."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fig.canvas.print_png(path)
+    return path
+
+
+def _as_array(x):
+    """``x`` as an ndarray (a Parameter gives its data)."""
+    data = getattr(x, "data", x)
+    return np.asarray(data)
+
+
+def _to_image(image, what="image"):
+    """An array ready for ``imshow``: (H, W) grey or (H, W, 3) colour, float.
+
+    Accepts (H, W), (1, H, W), (3, H, W) (NCHW without the batch), (H, W, 3), a batch
+    of one of those, or a flat vector of a square grey image (784 -> 28 x 28).
+    """
+    img = np.asarray(_as_array(image), dtype=np.float64)
+    if img.ndim == 4 and img.shape[0] == 1:
+        img = img[0]
+    if img.ndim == 2 and img.shape[0] == 1 and img.shape[1] > 1:
+        img = img[0]
+    if img.ndim == 1:
+        side = math.isqrt(img.size)
+        if side * side != img.size:
+            raise ValueError(f"airi.viz: a flat {what} must hold a square grey image "
+                             f"(e.g. 784 = 28 x 28), got {img.size} values")
+        return img.reshape(side, side)
+    if img.ndim == 3:
+        if img.shape[0] == 1:
+            return img[0]
+        if img.shape[0] == 3:
+            return np.transpose(img, (1, 2, 0))
+        if img.shape[2] in (1, 3):
+            return img[:, :, 0] if img.shape[2] == 1 else img
+    if img.ndim == 2:
+        return img
+    raise ValueError(f"airi.viz: cannot show a {what} of shape {np.shape(image)}; expected "
+                     "(H, W), (1, H, W), (3, H, W), (H, W, 3) or a flat square image")
+
+
+def _rescale01(a):
+    """Stretch ``a`` to [0, 1] (a constant array becomes 0.5) so colour images show."""
+    lo, hi = float(a.min()), float(a.max())
+    if hi - lo < 1e-12:
+        return np.full_like(a, 0.5)
+    return (a - lo) / (hi - lo)
+
+
+# --------------------------------------------------------------------------- history
+_HISTORY_KEYS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
+
+
+def _history_columns(history):
+    """The history as a dict of per-epoch lists.
+
+    Accepts what ``Trainer.fit`` returns and its usual spellings: a list of per-epoch
+    dicts, a dict of lists, or an object with a ``history`` (or ``epochs``) attribute
+    holding either. Missing values (no validation set) become NaN.
+    """
+    for attr in ("history", "epochs"):
+        inner = getattr(history, attr, None)
+        if inner is not None and not callable(inner):
+            history = inner
+            break
+    if isinstance(history, dict):
+        columns = {k: list(v) for k, v in history.items()
+                   if isinstance(v, (list, tuple, np.ndarray))}
+    else:
+        rows = list(history)
+        if rows and not all(isinstance(r, dict) for r in rows):
+            raise ValueError("plot_history: expected a list of per-epoch dicts or a dict "
+                             f"of lists, got a sequence of {type(rows[0]).__name__}")
+        keys = {k for r in rows for k in r}
+        columns = {k: [r.get(k) for r in rows] for k in keys}
+    if not any(k in columns for k in _HISTORY_KEYS):
+        raise ValueError("plot_history: the history has none of "
+                         f"{', '.join(_HISTORY_KEYS)}; got keys {sorted(columns)}")
+
+    def as_floats(values):
+        return np.array([np.nan if v is None else float(v) for v in values])
+
+    return {k: as_floats(columns[k]) for k in _HISTORY_KEYS if k in columns}
+
+
+def plot_history(history, path, title=None):
+    """Loss and accuracy per epoch, for the training and the validation data.
+
+    Parameters
+    ----------
+    history : list of dict, or dict of lists
+        What ``Trainer.fit`` returns: per epoch ``train_loss``, ``train_accuracy`` and,
+        when a validation set was given, ``val_loss`` and ``val_accuracy`` (accuracies as
+        fractions in [0, 1]). Missing entries are skipped.
+    path : str or os.PathLike
+        Where to write the PNG (its folder is created).
+    title : str, optional
+        A title over both panels.
+
+    Returns
+    -------
+    str
+        ``path``. The picture is 1000 x 400 pixels: loss on the left, accuracy on the
+        right, epochs counted from 1.
+    """
+    cols = _history_columns(history)
+    n = max(len(v) for v in cols.values())
+    epochs = np.arange(1, n + 1)
+    fig = _new_figure(1000, 400)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        for split, style in (("train", "o-"), ("val", "s--")):
+            values = cols.get(f"{split}_{metric}")
+            if values is None or np.all(np.isnan(values)):
+                continue
+            ax.plot(epochs[:len(values)], values, style, markersize=4,
+                    label="train" if split == "train" else "validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend()
+        if n <= 20:
+            ax.set_xticks(epochs)
+    ax_loss.set_title("loss per epoch")
+    ax_acc.set_title("accuracy per epoch")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_loss_curves(curves, path, title="training loss", xlabel="step", smooth=1):
+    """Several loss curves on one set of axes, e.g. one per optimizer.
+
+    Parameters
+    ----------
+    curves : dict of str -> sequence of float
+        Curve label -> loss values (one per step or per epoch).
+    path : str or os.PathLike
+        Where to write the PNG.
+    title, xlabel : str
+        Axis title and x label.
+    smooth : int
+        Width of a moving average applied to each curve (1: raw values), which makes
+        noisy per-batch losses readable.
+
+    Returns
+    -------
+    str
+        ``path``. The picture is 800 x 500 pixels.
+    """
+    if not curves:
+        raise ValueError("plot_loss_curves: no curves given")
+    smooth = max(1, int(smooth))
+    fig = _new_figure(800, 500)
+    ax = fig.subplots()
+    for label, values in curves.items():
+        values = np.asarray(values, dtype=np.float64).ravel()
+        if smooth > 1 and values.size >= smooth:
+            values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+            steps = np.arange(smooth, smooth + values.size)
+        else:
+            steps = np.arange(1, values.size + 1)
+        ax.plot(steps, values, label=str(label))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss" + (f" (moving average of {smooth})" if smooth > 1 else ""))
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- filters
+FILTER_CELL_PX = 100   # side of one kernel's picture
+FILTER_COLUMNS = 8     # kernels per row
+TITLE_PX = 30          # band above a grid for its title
+
+
+def _filter_images(weights, channel):
+    """One image per filter from conv weights (F, C, kh, kw): (kh, kw, 3) RGB when C is
+    3 (and no channel is chosen), else grey (kh, kw) of ``channel`` or of the mean over
+    the input channels."""
+    if weights.ndim != 4:
+        raise ValueError("plot_filters: expected conv weights of shape (F, C, kh, kw), "
+                         f"got shape {weights.shape}")
+    n_channels = weights.shape[1]
+    if channel is not None:
+        if not 0 <= channel < n_channels:
+            raise ValueError(f"plot_filters: channel {channel} out of range for "
+                             f"{n_channels} input channels")
+        return [w[channel] for w in weights], "grey"
+    if n_channels == 3:
+        return [np.transpose(w, (1, 2, 0)) for w in weights], "rgb"
+    return [w.mean(axis=0) for w in weights], "grey"
+
+
+def filter_grid_size(num_filters):
+    """(columns, rows) of the grid ``plot_filters`` draws for ``num_filters`` kernels."""
+    cols = max(1, min(int(num_filters), FILTER_COLUMNS))
+    rows = max(1, math.ceil(int(num_filters) / cols))
+    return cols, rows
+
+
+def plot_filters(conv_layer, path, channel=None, title=None):
+    """The learned kernels of a convolution as a grid of small images.
+
+    Parameters
+    ----------
+    conv_layer : Conv2D, Parameter or ndarray
+        A layer with a weight Parameter ``W`` of shape (F, C, kh, kw), that Parameter,
+        or the array itself.
+    path : str or os.PathLike
+        Where to write the PNG.
+    channel : int, optional
+        Show this input channel of every kernel in grey. By default kernels with 3
+        input channels are shown in colour (each kernel stretched to [0, 1]) and others
+        as the mean over their input channels, in grey with a shared colour scale
+        (so a kernel's contrast can be compared with the others').
+    title : str, optional
+        Defaults to "F learned kernels (C x kh x kw)".
+
+    Returns
+    -------
+    str
+        ``path``. The grid has ``min(F, 8)`` columns and ``ceil(F / 8)`` rows of
+        100 x 100-pixel cells, under a 30-pixel title band: for F = 8 the picture is
+        800 x 130 pixels, for F = 16 it is 800 x 230 (see :func:`filter_grid_size`).
+    """
+    weights = conv_layer
+    if hasattr(conv_layer, "params") and "W" in getattr(conv_layer, "params", {}):
+        weights = conv_layer.params["W"]
+    elif hasattr(conv_layer, "W"):
+        weights = conv_layer.W
+    weights = np.asarray(_as_array(weights), dtype=np.float64)
+    images, mode = _filter_images(weights, channel)
+    n_filters = len(images)
+    cols, rows = filter_grid_size(n_filters)
+    fig = _new_figure(cols * FILTER_CELL_PX, rows * FILTER_CELL_PX + TITLE_PX)
+    top = 1 - TITLE_PX / (rows * FILTER_CELL_PX + TITLE_PX)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=top, wspace=0.08, hspace=0.08)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    limit = max(float(np.abs(weights).max()), 1e-12)
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n_filters:
+            continue
+        if mode == "rgb":
+            ax.imshow(_rescale01(images[i]), interpolation="nearest")
+        else:
+            ax.imshow(images[i], cmap="gray", vmin=-limit, vmax=limit,
+                      interpolation="nearest")
+    f, c, kh, kw = weights.shape
+    fig.suptitle(title or f"{f} learned kernels ({c} x {kh} x {kw})",
+                 y=1 - 0.5 * TITLE_PX / (rows * FILTER_CELL_PX + TITLE_PX),
+                 va="center", fontsize=10)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------- feature maps
+MAP_CELL_PX = 100     # side of one activation map's picture
+LABEL_PX = 160        # column on the left naming each layer
+
+
+def _layer_list(model):
+    """The layers of a Sequential (or of a plain list of layers, as in seed 001)."""
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        layers = model
+    try:
+        return list(layers)
+    except TypeError:
+        raise ValueError("plot_feature_maps: model must be a Sequential or a list of "
+                         f"layers, got {type(model).__name__}") from None
+
+
+def _chosen_indices(layers, chosen, outputs_4d):
+    """Indices of the layers to show: ``chosen`` holds indices or layer objects; None
+    means every layer whose output is an image stack (N, C, H, W)."""
+    if chosen is None:
+        return [i for i in range(len(layers)) if outputs_4d(i)]
+    if isinstance(chosen, (int, np.integer)) or not isinstance(chosen, (list, tuple)):
+        chosen = [chosen]
+    indices = []
+    for item in chosen:
+        if isinstance(item, (int, np.integer)):
+            i = int(item)
+            if not -len(layers) <= i < len(layers):
+                raise ValueError(f"plot_feature_maps: layer index {i} out of range for "
+                                 f"a model of {len(layers)} layers")
+            indices.append(i % len(layers))
+        else:
+            matches = [i for i, layer in enumerate(layers) if layer is item]
+            if not matches:
+                raise ValueError(f"plot_feature_maps: {item!r} is not a layer of the model")
+            indices.append(matches[0])
+    return sorted(set(indices))
+
+
+def plot_feature_maps(model, x, path, layers=None, max_maps=8, title=None):
+    """The activations of chosen layers for one input, one row of maps per layer.
+
+    Seed 003's activation picture: feed one image through the network and look at what
+    each convolution kept of it. The model runs in evaluation mode
+    (``forward(x, training=False)``) up to the last chosen layer; nothing is trained and
+    no gradient is stored.
+
+    Parameters
+    ----------
+    model : Sequential or list of layers
+    x : ndarray, shape (C, H, W) or (1, C, H, W)
+        One input image (a batch of one).
+    path : str or os.PathLike
+        Where to write the PNG.
+    layers : int, layer, or list of those, optional
+        The layers whose outputs to show (indices into the model or the layer objects).
+        By default every layer whose output is an image stack (N, C, H, W).
+    max_maps : int
+        Maps (channels) shown per layer: the first ``max_maps`` (8, as in the seed).
+    title : str, optional
+
+    Returns
+    -------
+    str
+        ``path``. The picture is ``160 + 100 * max_maps`` pixels wide (a label column,
+        then one 100-pixel cell per map) and ``30 + 100 * rows`` tall, one row per
+        chosen layer: 960 x 330 for three layers with the defaults.
+    """
+    layer_list = _layer_list(model)
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError("plot_feature_maps: x must be one image, shape (C, H, W) or "
+                         f"(1, C, H, W), got {np.shape(x)}")
+    max_maps = max(1, int(max_maps))
+
+    # One forward pass, keeping every output (cheap for a single image).
+    outputs = []
+    out = x.copy()
+    for layer in layer_list:
+        out = layer.forward(out, training=False)
+        outputs.append(np.asarray(out))
+    chosen = _chosen_indices(layer_list, layers, lambda i: outputs[i].ndim == 4)
+    if not chosen:
+        raise ValueError("plot_feature_maps: no layer of the model outputs an image "
+                         "stack (N, C, H, W); choose layers explicitly")
+
+    rows = len(chosen)
+    width = LABEL_PX + MAP_CELL_PX * max_maps
+    height = TITLE_PX + MAP_CELL_PX * rows
+    fig = _new_figure(width, height)
+    grid = fig.add_gridspec(rows, max_maps, left=LABEL_PX / width, right=0.995,
+                            bottom=0.005, top=1 - TITLE_PX / height,
+                            wspace=0.06, hspace=0.12)
+    for r, i in enumerate(chosen):
+        act = outputs[i][0]
+        if act.ndim == 1:               # a dense layer: show its vector as a strip
+            act = act[None, None, :]
+        elif act.ndim == 2:
+            act = act[None]
+        shape = " x ".join(str(s) for s in act.shape)
+        name = type(layer_list[i]).__name__
+        fig.text(LABEL_PX / width - 0.01, 1 - (TITLE_PX + MAP_CELL_PX * (r + 0.5)) / height,
+                 f"{i}: {name}\n{shape}", ha="right", va="center", fontsize=9)
+        for m in range(max_maps):
+            ax = fig.add_subplot(grid[r, m])
+            ax.set_axis_off()
+            if m < act.shape[0]:
+                ax.imshow(act[m].astype(np.float64), cmap="viridis",
+                          interpolation="nearest", aspect="auto" if act.shape[1] == 1 else None)
+    fig.suptitle(title or "activations for one input",
+                 y=1 - 0.5 * TITLE_PX / height, va="center", fontsize=10)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------- class probability
+def plot_class_probabilities(image, probs, path, labels=None, title=None):
+    """One image beside a bar chart of its predicted class probabilities.
+
+    Seed 004's ``view_classify``: after training, look at one digit and at how sure the
+    network is of each class.
+
+    Parameters
+    ----------
+    image : ndarray
+        The input: a flat grey square image (784,), (28, 28), (1, 28, 28), a colour
+        image (3, H, W) or (H, W, 3), or a batch of one of those.
+    probs : ndarray, shape (K,) or (1, K)
+        Class probabilities (e.g. ``np.exp`` of a LogSoftmax output, or a Softmax
+        output); values in [0, 1].
+    path : str or os.PathLike
+        Where to write the PNG.
+    labels : sequence of str, optional
+        Names of the K classes (default 0 .. K-1).
+    title : str, optional
+        Over the image; defaults to the most probable class and its probability.
+
+    Returns
+    -------
+    str
+        ``path``. The picture is 900 x 450 pixels: the image on the left, one
+        horizontal bar per class on the right.
+    """
+    img = _to_image(image)
+    p = np.asarray(_as_array(probs), dtype=np.float64)
+    if p.ndim == 2 and p.shape[0] == 1:
+        p = p[0]
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError("plot_class_probabilities: probs must have shape (K,) or (1, K), "
+                         f"got {np.shape(probs)}")
+    if not np.all(np.isfinite(p)) or p.min() < -1e-6 or p.max() > 1 + 1e-6:
+        raise ValueError("plot_class_probabilities: probs must be probabilities in [0, 1] "
+                         "(use np.exp on log-probabilities, softmax on logits)")
+    k = p.size
+    names = [str(i) for i in range(k)] if labels is None else [str(s) for s in labels]
+    if len(names) != k:
+        raise ValueError(f"plot_class_probabilities: {len(names)} labels for {k} classes")
+
+    fig = _new_figure(900, 450)
+    ax_img, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.2]})
+    if img.ndim == 3:
+        ax_img.imshow(_rescale01(img), interpolation="nearest")
+    else:
+        ax_img.imshow(img, cmap="gray", interpolation="nearest")
+    ax_img.set_axis_off()
+    best = int(np.argmax(p))
+    ax_img.set_title(title or f"prediction: {names[best]} ({p[best]:.0%})")
+    positions = np.arange(k)
+    colours = ["tab:orange" if i == best else "tab:blue" for i in range(k)]
+    ax_bar.barh(positions, p, color=colours)
+    ax_bar.set_yticks(positions)
+    ax_bar.set_yticklabels(names)
+    ax_bar.invert_yaxis()
+    ax_bar.set_xlim(0, 1.1)
+    ax_bar.set_title("class probability")
+    fig.tight_layout()
+    return _save(fig, path)
