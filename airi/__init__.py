@@ -23,3 +23,8 @@ from .model import Sequential  # noqa: E402
 from .layers import Dropout, BatchNorm1D, BatchNorm2D  # noqa: E402
 from .data import DataLoader
 from . import data, datasets
+from . import serialization
+from .serialization import save, load, register_safe, ModelFileError, UnsafeModelError
+from .trainer import Trainer  # noqa: E402  (training part)
+from . import models  # noqa: E402
+from . import distributed  # noqa: E402  (data-parallel training on MPI; mpi4py imported lazily)

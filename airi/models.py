@@ -4,17 +4,17 @@ Every function returns a fresh :class:`airi.Sequential` whose output is raw clas
 (logits) for :class:`airi.CrossEntropyLoss`, so none ends in a Softmax. All take
 ``dtype=None`` (the default dtype, float32 unless changed) for their parameters.
 
-===================== ================ =========================================  =========
-name                  input            layers                                     params
-===================== ================ =========================================  =========
-``zhou``              (N, 1, 28, 28)   conv3x3(8, no bias) pool2 fc10 (seed 000)     13,602
-``softmax_classifier`` (N, 784) or img fc10 (seed 001)                                 7,850
-``two_layer``         (N, 784) or img  fc100 relu fc10 (seed 001)                     79,510
-``mlp``               (N, 784) or img  fc128 relu fc64 relu fc10 (seed 004)          109,386
-``lenet``             (N, 1, 28, 28)   [conv5 relu pool2] x2, fc relu fc10 (default) 104,778
-``airi_cifar``        (N, 3, 32, 32)   conv5(16) relu conv5(16) relu fc120 fc84 fc10 1,124,838
-``vgg_small``         (N, 3, 32, 32)   [conv3 (bn) relu] x2 pool2, x3; fc10           ~288,000
-===================== ================ =========================================  =========
+====================== ================ ========================================== =========
+name                   input            layers                                     params
+====================== ================ ========================================== =========
+``zhou``               (N, 1, 28, 28)   conv3 8 no bias, pool2, fc10 (seed 000)    13,602
+``softmax_classifier`` (N, 784) / image fc10 (seed 001)                            7,850
+``two_layer``          (N, 784) / image fc100, relu, fc10 (seed 001)               79,510
+``mlp``                (N, 784) / image fc128, relu, fc64, relu, fc10 (seed 004)   109,386
+``lenet``              (N, 1, 28, 28)   [conv5, relu, pool2] x2, fc128, relu, fc10 117,066
+``airi_cifar``         (N, 3, 32, 32)   conv5, conv5, fc120, fc84, fc10 (seed 001) 1,124,686
+``vgg_small``          (N, 3, 32, 32)   3 x ([conv3, bn, relu] x2, pool2), fc10    307,946
+====================== ================ ========================================== =========
 
 ``get_model(name, **kw)`` builds one by name; ``available_models()`` lists the names.
 """

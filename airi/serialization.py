@@ -12,25 +12,31 @@ downloaded, so :func:`load` runs the pickle through a restricted unpickler that 
 an explicit allowlist and refuses everything else *before* it is called:
 
 - airi's own classes: layers (subclasses of :class:`airi.layers.base.Layer`), ``Sequential``,
-  :class:`airi.Parameter`, and the classes of ``airi.optim`` and ``airi.lr_scheduler``;
+  :class:`airi.Parameter`, and the public classes of ``airi.optim``, ``airi.lr_scheduler``
+  and ``airi.losses``;
 - NumPy array, dtype and scalar reconstruction, checked argument by argument;
 - plain Python values: numbers, strings, bytes, tuples, lists, dicts, sets,
   ``collections.OrderedDict``, ``complex``, ``slice``, ``range``;
 - classes that the user admitted with :func:`register_safe`.
 
 Admitted classes are never *called* with arguments from the file: an object is created with
-``cls.__new__(cls)`` and receives its saved attributes (``Parameter`` goes through its own
-validating ``__setstate__``); no ``__init__``, ``__setstate__`` or other method of the class
-runs with data chosen by the file.
+``cls.__new__(cls)`` and receives its saved attributes. The only methods that see data from
+the file are a few ``__setstate__`` of airi's own that just assign (and validate) attributes
+(``_REVIEWED_SETSTATE``); ``__init__``, ``__reduce__`` and the ``__setstate__`` of a user's
+class never run. NumPy's pickled dtypes are checked against what NumPy itself would build,
+because NumPy trusts the flags a pickle gives it (an object dtype marked "no objects" turns
+raw bytes into object pointers).
 """
 import collections
 import contextlib
 import io
+import math
 import os
 import pickle
 import re
 import secrets
 import stat
+import struct
 import sys
 import types
 import warnings
@@ -39,6 +45,7 @@ import numpy as np
 
 __all__ = [
     "save", "load", "register_safe", "unregister_safe", "safe_classes", "read_header",
+    "restricted_load",
     "ModelFileError", "UnsafeModelError", "MAGIC", "FORMAT_VERSION",
 ]
 
@@ -89,11 +96,11 @@ def register_safe(cls):
     if not isinstance(cls, type):
         raise TypeError(f"register_safe expects a class, got {type(cls).__name__} {cls!r}")
     if cls.__module__ == "builtins" or issubclass(cls, BaseException):
-        raise ValueError(f"register_safe: refusing to admit {cls.__module__}.{cls.__qualname__}"
-                         "; it is meant for your own layer (or other model) classes")
+        raise ValueError(f"register_safe: refusing to admit {_qualified(cls)}; it is meant "
+                         "for your own layer (or other model) classes")
     if "<locals>" in cls.__qualname__:
-        raise ValueError(f"register_safe: {cls.__qualname__} is defined inside a function, so "
-                         "pickle cannot save it by name; define it at module level")
+        raise ValueError(f"register_safe: {cls.__qualname__} is defined inside a function, "
+                         "so pickle cannot save it by name; define it at module level")
     _registry[(cls.__module__, cls.__qualname__)] = cls
     return cls
 
@@ -123,10 +130,10 @@ def safe_classes(*classes):
 
 
 # ----------------------------------------------------------------- what is admitted
-_OPTIM_MODULES = ("airi.optim", "airi.lr_scheduler")
+# Public classes of these modules are admitted (optimizers, schedules, losses).
+_CLASS_MODULES = ("airi.optim", "airi.lr_scheduler", "airi.losses")
 # airi modules that may be imported to look a class up (normally `import airi` already did).
-_IMPORTABLE_PREFIXES = ("airi.layers", "airi.model", "airi.parameter", "airi.optim",
-                        "airi.lr_scheduler")
+_IMPORTABLE_PREFIXES = ("airi.layers", "airi.model", "airi.parameter") + _CLASS_MODULES
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -147,14 +154,39 @@ def _airi_bases():
 
 
 def _is_admitted_airi_class(cls):
-    """True for a class defined in airi that is a layer, Sequential, Parameter, optimizer
-    or scheduler."""
+    """True for a class defined in airi that is a layer, Sequential or Parameter, or a
+    public class of airi.optim, airi.lr_scheduler or airi.losses."""
     if not isinstance(cls, type) or issubclass(cls, BaseException):
         return False
     module = getattr(cls, "__module__", "") or ""
     if not module.startswith("airi."):
         return False
-    return issubclass(cls, _airi_bases()) or _under(module, _OPTIM_MODULES)
+    if issubclass(cls, _airi_bases()):
+        return True
+    return _under(module, _CLASS_MODULES) and not cls.__name__.startswith("_")
+
+
+# airi's own __setstate__ methods that only assign attributes (and validate them), so
+# load may call them with a state read from an untrusted file. An airi class with any
+# other __setstate__ is refused until it is reviewed and listed here (a test checks).
+_REVIEWED_SETSTATE = frozenset({
+    "airi.layers.base.Layer.__setstate__",
+    "airi.parameter.Parameter.__setstate__",
+    "airi.optim.Optimizer.__setstate__",
+})
+
+
+def _own_setstate(cls):
+    """The ``__setstate__`` that ``cls`` defines or inherits (None: the default)."""
+    for klass in cls.__mro__:
+        method = vars(klass).get("__setstate__")
+        if method is not None:
+            return method
+    return None
+
+
+def _qualified(obj):
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
 
 
 def _is_admitted_class(cls):
@@ -204,6 +236,7 @@ _VALUE_GLOBALS = {
 for _name in ("bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
               "uint64", "float16", "float32", "float64", "complex64", "complex128"):
     _VALUE_GLOBALS[("numpy", _name)] = getattr(np, _name)
+del _name
 _SAFE_GLOBALS = {**_CALLABLE_GLOBALS, **_VALUE_GLOBALS}
 _SAFE_GLOBAL_IDS = {id(obj) for obj in _SAFE_GLOBALS.values() if obj is not None}
 
@@ -255,20 +288,22 @@ def _make_dispatch():
 
 
 class _BoundedReader:
-    """The file, read from the end of the header, refusing reads past its end. A corrupt
-    length field then fails at once instead of allocating gigabytes."""
+    """Reads ``file`` up to byte offset ``end`` and refuses to read past it, so a corrupt
+    length field fails at once instead of allocating gigabytes."""
 
-    def __init__(self, file, start, size, raise_truncated):
+    def __init__(self, file, start, end, raise_truncated):
         self._file = file
         self._pos = start
-        self.size = size
+        self.limit = end - start      # the most any single object can take
+        self._end = end
         self._raise_truncated = raise_truncated
 
     def read(self, n=-1):
+        left = self._end - self._pos
         if n is None or n < 0:
-            n = self.size - self._pos
-        if n > self.size - self._pos:
-            self._raise_truncated(n, self.size - self._pos)
+            n = left
+        if n > left:
+            self._raise_truncated(n, left)
         data = self._file.read(n)
         self._pos += len(data)
         return data
@@ -288,15 +323,15 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def __init__(self, reader, source, *, encoding="ASCII", airi_objects=True):
         super().__init__(reader, encoding=encoding)
         self._source = source
-        self._max_len = reader.size
+        self._max_len = reader.limit
         self._airi_objects = airi_objects
         self._pending = {}   # id -> object created here and waiting for its one BUILD
         self._sealed = {}    # id -> dtype that was built and verified (usable by arrays)
 
     # -- errors
     def _unsafe(self, why, global_name=None):
-        return UnsafeModelError(f"{self._source}: refused to load: {why}. Nothing from the "
-                                "file was run.", global_name)
+        return UnsafeModelError(f"{self._source}: refused to load: {why} (nothing outside "
+                                "airi's allowlist was run)", global_name)
 
     def _corrupt(self, why):
         return ModelFileError(f"{self._source}: corrupt airi model file: {why}")
@@ -313,10 +348,10 @@ class _RestrictedUnpickler(pickle._Unpickler):
         if obj is None:
             qualified = f"{module}.{name}"
             hint = ""
-            if name[:1].isupper() and not module.split(".")[0] in (
+            if name[:1].isupper() and module.split(".")[0] not in (
                     "builtins", "os", "posix", "nt", "subprocess", "importlib", "numpy"):
-                hint = (f" (if {name} is your own layer class and you trust this file, admit "
-                        f"it with airi.register_safe({name}) before loading)")
+                hint = (f" (if {name} is your own layer class and you trust this file, "
+                        f"admit it with airi.register_safe({name}) before loading)")
             raise self._unsafe(f"global '{qualified}' is not on the allowlist of airi model "
                                f"files{hint}", qualified)
         return obj
@@ -388,8 +423,9 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def _load_ext(self):
         raise self._unsafe("extension codes (copyreg registry) are not allowed in airi "
                            "model files")
-    for _op in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
-        dispatch[_op[0]] = _load_ext
+    for _opcode in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
+        dispatch[_opcode[0]] = _load_ext
+    del _opcode
 
     def _load_buffer(self):
         raise self._corrupt("out-of-band buffers are not used by airi model files")
@@ -397,9 +433,9 @@ class _RestrictedUnpickler(pickle._Unpickler):
     dispatch[pickle.READONLY_BUFFER[0]] = _load_buffer
 
     def load_bytearray8(self):
-        n, = pickle.unpack("<Q", self.read(8))
+        n, = struct.unpack("<Q", self.read(8))
         if n > self._max_len:   # check before allocating
-            raise self._corrupt(f"a {n}-byte bytearray in a {self._max_len}-byte file")
+            raise self._corrupt(f"a {n}-byte bytearray in {self._max_len} bytes of data")
         b = bytearray(n)
         self.readinto(b)
         self.append(b)
@@ -455,22 +491,25 @@ class _RestrictedUnpickler(pickle._Unpickler):
         elif isinstance(inst, np.dtype):
             self._build_dtype(inst, state)
         else:
-            from .parameter import Parameter
-            if isinstance(inst, Parameter):
-                self._build_parameter(inst, state)
-            else:
-                self._build_object(inst, state)
+            self._build_object(inst, state)
     dispatch[pickle.BUILD[0]] = load_build
 
-    def _build_parameter(self, param, state):
-        from .parameter import Parameter
-        if not (isinstance(state, dict) and "data" in state and set(state) <= {"data", "name"}
-                and type(state["data"]) is np.ndarray
-                and isinstance(state.get("name", ""), str)):
-            raise self._corrupt("a Parameter's state must be {'data': ndarray, 'name': str}")
-        Parameter.__setstate__(param, state)   # airi's own: validates, never a subclass's
-
     def _build_object(self, obj, state):
+        """Give an admitted object its saved attributes. airi's own ``__setstate__``
+        methods that were reviewed for this (_REVIEWED_SETSTATE) are called; a user
+        class's ``__setstate__`` never is (its attributes are set directly)."""
+        method = _own_setstate(type(obj))
+        name = _qualified(method) if method is not None else None
+        if name in _REVIEWED_SETSTATE:
+            if name == "airi.parameter.Parameter.__setstate__":
+                self._check_parameter_state(state)
+            else:
+                self._check_attributes(obj, state)
+            method(obj, state)
+            return
+        if method is not None and _is_admitted_airi_class(type(obj)):
+            raise self._unsafe(f"{name} has not been reviewed for loading untrusted files",
+                               self._class_name(type(obj)))
         slots = None
         if isinstance(state, tuple) and len(state) == 2:
             state, slots = state
@@ -481,12 +520,18 @@ class _RestrictedUnpickler(pickle._Unpickler):
             obj.__dict__.update(state)
         if slots is not None:
             self._check_attributes(obj, slots)
-            for name, value in slots.items():
-                self._slot_descriptor(obj, name).__set__(obj, value)
+            for key, value in slots.items():
+                self._slot_descriptor(obj, key).__set__(obj, value)
         from .layers.base import Layer
-        if isinstance(obj, Layer):   # what Layer.__setstate__ does: caches start empty
-            for name in type(obj)._cache_names:
-                obj.__dict__.setdefault(name, None)
+        if isinstance(obj, Layer):   # as Layer.__setstate__ does: caches start empty
+            for key in type(obj)._cache_names:
+                obj.__dict__.setdefault(key, None)
+
+    def _check_parameter_state(self, state):
+        if not (isinstance(state, dict) and "data" in state
+                and set(state) <= {"data", "name"} and type(state["data"]) is np.ndarray
+                and isinstance(state.get("name", ""), str)):
+            raise self._corrupt("a Parameter's state must be {'data': ndarray, 'name': str}")
 
     def _check_attributes(self, obj, state):
         if not isinstance(state, dict):
@@ -533,75 +578,111 @@ class _RestrictedUnpickler(pickle._Unpickler):
         if not isinstance(fortran, (bool, int)) or not isinstance(
                 data, (bytes, bytearray, str, list)):
             raise self._corrupt("unexpected array state")
+        if dtype.hasobject and not (type(data) is list and len(data) == math.prod(shape)):
+            # NumPy does not check this length: a short list reads past its end (crash).
+            raise self._corrupt(f"an object array of shape {shape} needs "
+                                f"{math.prod(shape)} items")
         array.__setstate__(state)   # NumPy checks the data length and object lists
 
     def _build_dtype(self, dtype, state):
-        """Set a dtype's state, then check that it is exactly what NumPy itself would build
-        for that description. NumPy's own ``__setstate__`` trusts the ``flags`` it is given:
-        an object dtype marked "holds no objects" would let an array's raw bytes become
-        object pointers (a crash, or worse). The dtype is not yet used by any array here
-        (arrays only accept checked dtypes), so a refused state harms nothing."""
+        """Set the state of a dtype made by ``numpy.dtype(typestr)``, after checking that
+        it describes exactly what NumPy itself would build. NumPy's ``__setstate__``
+        trusts what it is given: an object dtype marked "holds no objects" turns an
+        array's raw bytes into object pointers, a big-endian object dtype crashes its
+        own repr, a datetime without a unit crashes at once. So the state is checked
+        against a dtype built the ordinary way *before* it is applied, and the result is
+        compared again after. The dtype is used by no array yet (arrays only accept
+        dtypes that passed here), so a refused one harms nothing."""
         if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)):
             raise self._corrupt("unexpected dtype state")
         endian, subarray, names, fields, elsize, alignment, flags = state[1:8]
-        if endian not in ("<", ">", "|", "=") or not all(
-                type(v) is int for v in (elsize, alignment, flags)):
+        if isinstance(endian, bytes):       # a Python 2 pickle read with encoding="bytes"
+            endian = endian.decode("ascii", "replace")
+        if not all(type(v) is int for v in (elsize, alignment, flags)):
             raise self._corrupt("unexpected dtype state")
-        if subarray is not None:
-            if not (isinstance(subarray, tuple) and len(subarray) == 2):
-                raise self._corrupt("unexpected dtype subarray")
-            self._sealed_dtype(subarray[0], "dtype subarray")
-            self._shape(subarray[1], "dtype subarray")
-        if (names is None) != (fields is None):
-            raise self._corrupt("dtype names and fields disagree")
-        if names is not None:
-            if not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)
-                    and isinstance(fields, dict) and set(fields) == set(names)):
-                raise self._corrupt("unexpected dtype fields")
-            for field in fields.values():
-                if not (isinstance(field, tuple) and len(field) in (2, 3)
-                        and type(field[1]) is int):
-                    raise self._corrupt("unexpected dtype field")
-                self._sealed_dtype(field[0], "dtype field")
+        # Byte order: "|" exactly for the types without one (objects, bytes, void...).
+        if endian not in (("|",) if dtype.byteorder == "|" else ("<", ">", "=")):
+            raise self._unsafe(f"byte order {endian!r:.10} for a {dtype.kind!r} dtype")
+        # Datetimes need their unit: NumPy crashes on a datetime state without one.
+        if dtype.kind in "mM" and not (len(state) == 9 and isinstance(state[8], tuple)
+                                       and len(state[8]) == 2
+                                       and isinstance(state[8][1], tuple)):
+            raise self._corrupt("a datetime dtype without its unit")
+        expected = self._expected_dtype(dtype, endian, subarray, names, fields, elsize,
+                                        flags)
+        sized = dtype.kind in "VUS"
+        if (flags != expected.flags
+                or (sized and (elsize, alignment) != (expected.itemsize, expected.alignment))
+                or (not sized and (elsize, alignment) != (-1, -1))):
+            raise self._unsafe(f"a dtype state that NumPy would never write (flags {flags}, "
+                               f"size {elsize}, alignment {alignment} for {expected})")
         dtype.__setstate__(state)
-        self._check_dtype(dtype)
+        if dtype.kind in "mM":               # NumPy checked the unit itself
+            expected = np.dtype(dtype.str)
+        if not (dtype.num == expected.num and dtype.type is expected.type
+                and dtype.flags == expected.flags and dtype.itemsize == expected.itemsize
+                and dtype.alignment == expected.alignment
+                and dtype.hasobject == expected.hasobject
+                and dtype.str == expected.str and dtype == expected):
+            raise self._unsafe(f"a dtype state that NumPy would never write ({expected})")
         self._sealed[id(dtype)] = dtype
 
-    def _check_dtype(self, dtype):
+    def _expected_dtype(self, dtype, endian, subarray, names, fields, elsize, flags):
+        """What NumPy's ordinary constructors build from this state (raises if nothing)."""
+        if (subarray is not None or names is not None) and dtype.kind != "V":
+            raise self._corrupt("fields or a subarray on a non-void dtype")
+        if (names is None) != (fields is None):
+            raise self._corrupt("dtype names and fields disagree")
         try:
-            if dtype.names is not None:
-                if dtype.hasobject or any(dtype.fields[n][0].hasobject for n in dtype.names):
-                    raise self._unsafe("structured dtypes with object fields are not allowed")
-                spec = {"names": list(dtype.names),
-                        "formats": [dtype.fields[n][0] for n in dtype.names],
-                        "offsets": [dtype.fields[n][1] for n in dtype.names],
-                        "itemsize": dtype.itemsize}
-                titles = [dtype.fields[n][2] if len(dtype.fields[n]) == 3 else None
-                          for n in dtype.names]
-                if any(t is not None for t in titles):
-                    spec["titles"] = titles
-                canonical = np.dtype(spec, align=dtype.isalignedstruct)
-            elif dtype.subdtype is not None:
-                base, shape = dtype.subdtype
+            if names is not None:
+                return self._expected_struct(names, fields, elsize, flags)
+            if subarray is not None:
+                if not (isinstance(subarray, tuple) and len(subarray) == 2):
+                    raise self._corrupt("unexpected dtype subarray")
+                base = self._sealed_dtype(subarray[0], "dtype subarray")
                 if base.hasobject:
                     raise self._unsafe("subarray dtypes of objects are not allowed")
-                canonical = np.dtype((base, shape))
-            else:
-                canonical = np.dtype(dtype.str)
-        except UnsafeModelError:
+                return np.dtype((base, self._shape(subarray[1], "dtype subarray")))
+            if dtype.kind in "VS":
+                if not 0 < elsize < 2 ** 31:
+                    raise self._corrupt(f"dtype size {elsize}")
+                return np.dtype(f"|{dtype.kind}{elsize}")
+            if dtype.kind == "U":
+                if not 0 < elsize < 2 ** 31 or elsize % 4:
+                    raise self._corrupt(f"dtype size {elsize}")
+                return np.dtype(f"{endian}U{elsize // 4}")
+            return dtype.newbyteorder(endian) if endian != "|" else np.dtype(dtype.str)
+        except ModelFileError:
             raise
-        except Exception:
-            canonical = None
-        if (canonical is None or canonical != dtype or canonical.str != dtype.str
-                or canonical.flags != dtype.flags or canonical.itemsize != dtype.itemsize
-                or canonical.alignment != dtype.alignment
-                or canonical.hasobject != dtype.hasobject):
-            raise self._unsafe(f"a dtype state that NumPy would never write ({dtype!r:.60}, "
-                               f"flags {dtype.flags})")
+        except Exception as exc:
+            raise self._corrupt(f"a dtype NumPy cannot build ({exc})") from exc
+
+    def _expected_struct(self, names, fields, elsize, flags):
+        if not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)
+                and len(set(names)) == len(names) and isinstance(fields, dict)
+                and set(names) <= set(fields)):
+            raise self._corrupt("unexpected dtype fields")
+        titles = set()
+        for field in fields.values():
+            if not (isinstance(field, tuple) and len(field) in (2, 3)
+                    and type(field[1]) is int and field[1] >= 0):
+                raise self._corrupt("unexpected dtype field")
+            if self._sealed_dtype(field[0], "dtype field").hasobject:
+                raise self._unsafe("structured dtypes with object fields are not allowed")
+            if len(field) == 3:
+                titles.add(field[2])
+        if not set(fields) <= set(names) | titles:
+            raise self._corrupt("unexpected dtype fields")
+        spec = {"names": list(names), "formats": [fields[n][0] for n in names],
+                "offsets": [fields[n][1] for n in names], "itemsize": elsize}
+        if any(len(fields[n]) == 3 for n in names):
+            spec["titles"] = [fields[n][2] if len(fields[n]) == 3 else None for n in names]
+        return np.dtype(spec, align=bool(flags & 0x80))   # 0x80: NPY_ALIGNED_STRUCT
 
     # The reconstruction callables, with their arguments checked.
     def _call_reconstruct(self, subtype=None, shape=None, typecode=None, *extra):
-        if subtype is not np.ndarray or shape != (0,) or typecode not in (b"b", "b") or extra:
+        if (subtype is not np.ndarray or shape != (0,) or typecode not in (b"b", "b")
+                or extra):
             raise self._unsafe("numpy _reconstruct called with arguments NumPy never "
                                "writes (only plain ndarrays are allowed)")
         array = _reconstruct(np.ndarray, (0,), b"b")
@@ -618,11 +699,13 @@ class _RestrictedUnpickler(pickle._Unpickler):
         return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
 
     def _call_dtype(self, typestr=None, align=False, copy=True, *extra):
+        if isinstance(typestr, bytes):     # a Python 2 pickle read with encoding="bytes"
+            typestr = typestr.decode("ascii", "replace")
         if (not isinstance(typestr, str) or not re.fullmatch(r"[A-Za-z]\d{0,6}", typestr)
-                or not isinstance(align, bool) or not isinstance(copy, bool) or extra):
+                or align not in (0, 1) or copy not in (0, 1) or extra):
             raise self._unsafe(f"numpy.dtype called with arguments NumPy never writes "
                                f"({typestr!r:.40})")
-        dtype = np.dtype(typestr, align=align, copy=True)   # a copy: never NumPy's singleton
+        dtype = np.dtype(typestr, align=bool(align), copy=True)   # never NumPy's singleton
         self._pending[id(dtype)] = dtype
         return dtype
 
@@ -671,6 +754,7 @@ for _func, _checker in [
          lambda self, *a: self._call_container(collections.OrderedDict, *a))]:
     if _func is not None:
         _REDUCERS[id(_func)] = (_func, _checker)
+del _func, _checker
 
 
 def restricted_load(file, source, *, size=None, encoding="ASCII", airi_objects=True):
@@ -711,7 +795,6 @@ def restricted_load(file, source, *, size=None, encoding="ASCII", airi_objects=T
                              f"more bytes but the file has {left} left")
 
     reader = _BoundedReader(file, start, start + size, truncated)
-    reader.size = start + size
     unpickler = _RestrictedUnpickler(reader, source, encoding=encoding,
                                      airi_objects=airi_objects)
     try:
@@ -719,7 +802,8 @@ def restricted_load(file, source, *, size=None, encoding="ASCII", airi_objects=T
     except ModelFileError:
         raise
     except RecursionError as exc:
-        raise ModelFileError(f"{source}: corrupt airi model file: nested too deeply") from exc
+        raise ModelFileError(f"{source}: corrupt airi model file: nested too "
+                             "deeply") from exc
     except Exception as exc:   # any pickle/struct/NumPy error on bad data: a clear message
         raise ModelFileError(f"{source}: corrupt or truncated airi model file "
                              f"({type(exc).__name__}: {exc})") from exc
@@ -818,10 +902,9 @@ class _CheckingPickler(pickle.Pickler):
         self.refused = {}
 
     def reducer_override(self, obj):
-        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType, np.ufunc)):
             if not _is_admitted_global(obj):
-                name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
-                self.refused[name] = obj
+                self.refused[_qualified(obj)] = obj
         return NotImplemented
 
 

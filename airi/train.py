@@ -32,6 +32,7 @@ PROG = "airi-train"
 DATASETS = ("mnist-subset", "mnist", "cifar10")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "none")
+NUM_CLASSES = {"mnist-subset": 10, "mnist": 10, "cifar10": 10}
 
 #: Default learning rate of each --optimizer.
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adagrad": 0.01, "rmsprop": 1e-3,
@@ -74,9 +75,15 @@ def build_parser():
         prog=PROG,
         description="Train an airi model (default: LeNet on the bundled 4,000 + 1,000 "
                     "MNIST digits) and report its held-out accuracy.",
-        epilog="Outputs in --out: model.pkl (best model), checkpoint.pkl (resumable), "
-               "metrics.json. Ctrl-C stops after the current batch and saves a checkpoint.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog="outputs in --out: model.pkl (the best model, for airi.load), "
+               "checkpoint.pkl (for --resume),\nmetrics.json (test accuracy, timing, "
+               "history). Ctrl-C stops after the current batch\nand saves a checkpoint.\n\n"
+               "examples:\n"
+               "  python -m airi.train\n"
+               "  python -m airi.train --dataset mnist --data-dir data --download\n"
+               "  python -m airi.train --dataset cifar10 --data-dir data --model vgg_small\n"
+               "  python -m airi.train --resume runs/RUN/checkpoint.pkl --epochs 20",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     from .models import available_models
     p.add_argument("--model", metavar="NAME",
                    help="zoo model: " + ", ".join(available_models())
@@ -102,7 +109,8 @@ def build_parser():
                    help="initial learning rate (default per optimizer: "
                         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
     p.add_argument("--momentum", type=float, metavar="M",
-                   help=f"momentum of --optimizer momentum (default {DEFAULTS['momentum']})")
+                   help="momentum of --optimizer momentum "
+                        f"(default {DEFAULTS['momentum']})")
     p.add_argument("--weight-decay", type=float, metavar="WD",
                    help="L2 penalty (decoupled for adamw; default 0, 0.01 for adamw)")
     p.add_argument("--schedule", choices=SCHEDULES,
@@ -173,7 +181,8 @@ def _validate(s):
         (0 <= s["momentum"] < 1, f"--momentum must be in [0, 1), got {s['momentum']}"),
         (s["weight_decay"] >= 0, f"--weight-decay must be >= 0, got {s['weight_decay']}"),
         (0 <= s["val_split"] < 1, f"--val-split must be in [0, 1), got {s['val_split']}"),
-        (s["limit"] is None or s["limit"] >= 10, f"--limit must be >= 10, got {s['limit']}"),
+        (s["limit"] is None or s["limit"] >= 10,
+         f"--limit must be >= 10, got {s['limit']}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -275,15 +284,51 @@ def _build_schedule(s, optimizer):
     if s["schedule"] == "cosine":
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=s["epochs"])
     if s["schedule"] == "step":
-        milestones = sorted({max(1, s["epochs"] // 2), max(1, s["epochs"] * 3 // 4)})
-        return lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+        return lr_scheduler.MultiStepLR(optimizer, milestones=_milestones(s["epochs"]),
+                                        gamma=0.1)
     return None
 
 
+def _milestones(epochs):
+    return sorted({max(1, epochs // 2), max(1, epochs * 3 // 4)})
+
+
+def _stretch_schedule(schedule, epochs, done):
+    """A resumed run given a new --epochs: the schedule spans the new total, from the
+    epoch reached (its checkpoint holds the old span)."""
+    if schedule is None:
+        return
+    if hasattr(schedule, "T_max"):
+        schedule.T_max = epochs
+    elif hasattr(schedule, "milestones"):
+        schedule.milestones = _milestones(epochs)
+    schedule.step(done)     # re-apply the rate of the current epoch
+
+
 def _parallel_context():
-    """The data-parallel context (issue 9 plugs MPI in here); one process for now."""
-    from .trainer import LocalContext
-    return LocalContext()
+    """The data-parallel context (see airi.trainer's module doc): MPI under ``mpiexec``
+    (airi.distributed), else one process. Everything else in this module asks it who
+    prints and writes."""
+    from . import distributed
+    return distributed.context()
+
+
+def _check_ranks_agree(run):
+    """Under mpiexec: every rank must run the same airi, model, settings and data
+    (checked together, so a mismatch is one clear error and not a hang)."""
+    from . import distributed
+    if distributed.size() == 1:
+        return
+    fingerprint = distributed.data_fingerprint
+    try:
+        distributed.check_consistency(
+            run["trainer"].model, settings=run["settings"],
+            training_data=fingerprint(run["loader"].X),
+            training_labels=fingerprint(run["loader"].y),
+            test_data=fingerprint(run["test"][0]),
+            validation_data=None if run["val"] is None else fingerprint(run["val"][0]))
+    except distributed.DistributedError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # ------------------------------------------------------------------ outputs
@@ -316,8 +361,8 @@ def _write_plots(out, history, model, say):
     try:
         from . import viz
         viz.plot_history(history, out / "curves.png")
-        first_conv = next((layer for layer in model if hasattr(layer, "W")
-                           and getattr(layer.W, "ndim", len(layer.W.shape)) == 4), None)
+        from .layers import Conv2D
+        first_conv = next((layer for layer in model if isinstance(layer, Conv2D)), None)
         if first_conv is not None:
             viz.plot_filters(first_conv, out / "filters.png")
         say(f"Plots written to {out / 'curves.png'}"
@@ -336,10 +381,14 @@ def _one_line(exc):
 def main(argv=None):
     """Run the command line; returns the exit status (0 ok, 1 training failed,
     2 usage/data error, 130 interrupted by Ctrl-C)."""
+    from . import distributed
     try:
-        return _main(argv)
-    except UsageError as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        # Under mpiexec an error on one rank stops every rank (no rank left waiting).
+        with distributed.abort_on_failure(PROG, ignore=(UsageError,)):
+            return _main(argv)
+    except UsageError as exc:     # under mpiexec: raised on every rank, printed once
+        if distributed.is_main():
+            print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:   # Ctrl-C before or after training (not during: see fit)
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -375,7 +424,8 @@ def _setup(args):
             airi.set_num_threads(args.threads)
     except (ValueError, RuntimeError, ImportError) as exc:
         raise UsageError(_one_line(exc)) from None
-    airi.seed(s["seed"])
+    from . import distributed
+    distributed.seed(s["seed"])    # airi.seed; under mpiexec rank r > 0 gets (seed, r)
 
     try:
         train, test = _load_data(s, bool(args.download))
@@ -383,7 +433,7 @@ def _setup(args):
         raise UsageError(_one_line(exc)) from None
     train, val, test, normalization = _prepare_data(s, train, test)
     image_shape = tuple(train[0].shape[1:])
-    num_classes = int(max(train[1].max(), test[1].max())) + 1
+    num_classes = NUM_CLASSES[s["dataset"]]
 
     model = _build_model(s["model"], image_shape, num_classes)
     try:
@@ -407,9 +457,13 @@ def _setup(args):
     from .data import DataLoader
     parallel = _parallel_context()
     transform = _augmentation(s, image_shape) if s["augment"] else None
+    # The loader's own seeded generator gives every rank the same order (issue 9) and
+    # keeps the order apart from dropout and augmentation draws.
+    # Under mpiexec -n K, a last batch of fewer than K images would leave a rank empty.
+    tiny_last = 0 < len(train[0]) % s["batch_size"] < parallel.world_size
     loader = DataLoader(train[0], train[1], batch_size=s["batch_size"], shuffle=True,
-                        transform=transform, rank=parallel.rank,
-                        world_size=parallel.world_size)
+                        seed=s["seed"], transform=transform, rank=parallel.rank,
+                        world_size=parallel.world_size, drop_last=tiny_last)
     trainer = Trainer(model, airi.CrossEntropyLoss(), optimizer, schedule,
                       parallel=parallel, verbose=not args.quiet)
     trainer.checkpoint_extra = {"settings": s, "normalization": normalization}
@@ -420,6 +474,8 @@ def _setup(args):
             trainer.load_checkpoint(resume_path)
         except ValueError as exc:
             raise UsageError(f"--resume: {_one_line(exc)}") from None
+        if s["epochs"] != saved_settings["epochs"]:
+            _stretch_schedule(schedule, s["epochs"], trainer.epoch)
     return dict(settings=s, trainer=trainer, loader=loader, val=val, test=test,
                 out=out, callbacks=[best], summary=summary, parallel=parallel,
                 normalization=normalization, n_train=len(train[0]), resumed=resume_path)
@@ -430,8 +486,11 @@ def _main(argv):
     from .serialization import load
     from .trainer import Trainer, TrainingError
 
+    from . import distributed
     args = build_parser().parse_args(argv)
-    run = _setup(args)
+    # Under mpiexec a failure on any rank fails every rank with the same message.
+    run = distributed.run_together(_setup, args, error=UsageError)
+    _check_ranks_agree(run)
     s, trainer, out, parallel = run["settings"], run["trainer"], run["out"], run["parallel"]
     main_rank = parallel.is_main()
 
@@ -445,7 +504,9 @@ def _main(argv):
         f"{len(run['test'][0]):,} test images | {s['optimizer']} lr {s['lr']:g}, "
         f"batch {s['batch_size']}, {s['schedule']} schedule, augment "
         f"{'on' if s['augment'] else 'off'} | backend {airi.backend()}, "
-        f"{airi.get_num_threads()} threads | output {out}")
+        f"{airi.get_num_threads()} threads"
+        + (f" x {parallel.world_size} processes (MPI)" if parallel.world_size > 1 else "")
+        + f" | output {out}")
     if run["resumed"] is not None:
         say(f"Resuming {run['resumed']} after epoch {trainer.epoch}")
 
@@ -456,15 +517,19 @@ def _main(argv):
     except TrainingError as exc:
         kept = (f"; last good checkpoint: {checkpoint}" if checkpoint.exists()
                 and "checkpoint" not in str(exc) else "")
-        print(f"{PROG}: error: {_one_line(exc)}{kept}", file=sys.stderr)
-        return 1
+        # Under mpiexec the message names the rank and every rank is stopped.
+        return distributed.fail(f"{PROG}: error: {_one_line(exc)}{kept}", 1)
     if trainer.stop_reason == "interrupted":
         say(f"Interrupted: checkpoint saved to {checkpoint}; continue with: "
             f"python -m airi.train --resume {checkpoint}", always=True)
         return 130
 
     best_path = out / "model.pkl"
-    best_model = load(best_path) if best_path.exists() else trainer.model
+    # Rank 0 wrote model.pkl: it reads it and sends it to the other ranks.
+    best_model = distributed.broadcast_object(
+        load(best_path) if main_rank and best_path.exists() else None)
+    if best_model is None:
+        best_model = trainer.model
     scores = Trainer(best_model, trainer.loss, trainer.optimizer, parallel=parallel,
                      verbose=False).evaluate(run["test"])
     train_seconds, ips = _throughput(history, run["n_train"])

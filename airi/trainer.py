@@ -11,7 +11,8 @@ One training step is the seed's loop, written once::
 
 Example
 -------
->>> trainer = airi.Trainer(model, airi.CrossEntropyLoss(), airi.optim.Adam(model.parameters()))
+>>> opt = airi.optim.Adam(model.parameters())
+>>> trainer = airi.Trainer(model, airi.CrossEntropyLoss(), opt)
 >>> history = trainer.fit((X_train, y_train), epochs=5, val=(X_test, y_test))
 >>> trainer.evaluate((X_test, y_test))
 {'loss': 0.08..., 'accuracy': 0.97...}
@@ -24,6 +25,7 @@ single-process default. A context provides::
 
     rank, world_size                     ints
     is_main()                            True on the rank that prints and writes files
+    broadcast_parameters(params)         give every rank rank 0's weights (start of fit)
     allreduce_gradients(params, count)   average every Parameter.grad across ranks, each
                                          rank's gradient weighted by its ``count`` samples
     allreduce_sum(values)                float64 array of per-rank sums -> global sums
@@ -76,6 +78,9 @@ class LocalContext:
 
     def is_main(self):
         return True
+
+    def broadcast_parameters(self, params):
+        """Copy rank 0's weights to every rank: nothing to do with one process."""
 
     def allreduce_gradients(self, params, count):
         """Average gradients across ranks: nothing to do with one process."""
@@ -150,7 +155,9 @@ class _MonitorMixin:
         return value < self.best - self.min_delta
 
     def _describe_best(self):
-        return "inf" if self.best is None else f"{self.best:.5f}"
+        if self.best is None:
+            return "-inf" if self.mode == "max" else "inf"
+        return f"{self.best:.5f}"
 
 
 class ModelCheckpoint(_MonitorMixin, Callback):
@@ -217,7 +224,7 @@ class EarlyStopping(_MonitorMixin, Callback):
     monitor : str
         A key of the epoch record, e.g. ``"val_loss"``.
     patience : int
-        Epochs without improvement tolerated before stopping.
+        Stop after this many epochs in a row without improvement.
     mode : {"min", "max", "auto"}
     min_delta : float
     restore_best_weights : bool
@@ -251,7 +258,7 @@ class EarlyStopping(_MonitorMixin, Callback):
                 self.best_weights = trainer.model.state_dict()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = record["epoch"]
             trainer.stop_training = True
             trainer._log(f"  early stopping: {self.monitor} has not improved for "
@@ -355,7 +362,7 @@ class Trainer:
         Over ``model.parameters()``.
     scheduler : schedule or list of schedules, optional
         Each has ``step()`` (called once per epoch, after it), ``state_dict()`` and
-        ``load_state_dict()`` (e.g. ``StepLR``, ``CosineAnnealingLR``, ``MomentumSchedule``).
+        ``load_state_dict()`` (``StepLR``, ``CosineAnnealingLR``, ``MomentumSchedule``...).
     parallel : parallel context, optional
         The data-parallel seam (module doc); None means one process.
     verbose : bool
@@ -394,7 +401,7 @@ class Trainer:
         self.stop_training = False
         self.stop_reason = None
         self.checkpoint_path = None
-        self.checkpoint_extra = None   # any plain data to keep in checkpoints (the CLI's settings)
+        self.checkpoint_extra = None   # plain data kept in checkpoints (the CLI's settings)
         self._stop_requested = False
         self._params = list(model.parameters())
         self._train_loader = None
@@ -428,7 +435,9 @@ class Trainer:
         if _is_tuple_data(train):
             X, y = _check_pair(train, "training")
             from .data import DataLoader
+            # Under MPI every rank must shuffle alike: the context supplies a shared seed.
             return DataLoader(X, y, batch_size=batch_size, shuffle=True,
+                              seed=getattr(self.parallel, "shuffle_seed", None),
                               rank=self.parallel.rank, world_size=self.parallel.world_size)
         if not hasattr(train, "__iter__"):
             raise TypeError("Trainer: train must be a DataLoader (any iterable of (x, y) "
@@ -436,7 +445,7 @@ class Trainer:
         return train
 
     def _batches(self, data, batch_size):
-        """Evaluation batches of ``data`` (a loader or an (X, y) tuple), this rank's share."""
+        """Batches of ``data`` (a loader or an (X, y) tuple): this rank's share."""
         if _is_tuple_data(data):
             X, y = _check_pair(data, "evaluation")
             return _array_batches(X, y, batch_size, self.parallel.rank,
@@ -597,6 +606,7 @@ class Trainer:
                 self._log(f"Already trained {self.epoch} epochs (fit's epochs={epochs} is "
                           "the total count): nothing to do")
                 return self.history
+            self.parallel.broadcast_parameters(self._params)
             for cb in self._callbacks:
                 cb.on_train_begin(self)
             with _SigintFlag(self):
@@ -782,6 +792,7 @@ class Trainer:
             "history": [dict(r) for r in self.history],
             "world_size": int(self.parallel.world_size),
             "extra": self.checkpoint_extra,
+            "rank_state": getattr(self, "_rank_state", None),
         }
 
     def save_checkpoint(self, path):
@@ -791,7 +802,13 @@ class Trainer:
         return path
 
     def _save_resumable(self):
-        if self.checkpoint_path is not None and self.parallel.is_main():
+        if self.checkpoint_path is None:
+            return
+        # Every rank passes here: a parallel context may collect per-rank state (each
+        # rank's random generator) into the checkpoint the main rank writes.
+        gather = getattr(self.parallel, "gather_rank_state", None)
+        self._rank_state = gather(self) if gather is not None else None
+        if self.parallel.is_main():
             self.save_checkpoint(self.checkpoint_path)
 
     def load_checkpoint(self, path):
@@ -802,8 +819,8 @@ class Trainer:
         from .serialization import load
         state = load(path)
         if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"{path}: not a Trainer checkpoint (a model file? load it with "
-                             "airi.load instead)")
+            raise ValueError(f"{path}: not a Trainer checkpoint (a model file? load it "
+                             "with airi.load instead)")
         model_state = state["model"]
         if hasattr(model_state, "state_dict"):
             model_state = model_state.state_dict()
@@ -826,6 +843,9 @@ class Trainer:
         self._partial = state.get("partial_epoch")
         _config.set_rng_state(state["rng_state"])
         self._pending = state
+        restore = getattr(self.parallel, "restore_rank_state", None)
+        if restore is not None:   # each rank takes back its own random state
+            restore(self, state.get("rank_state"))
         return state
 
     def _apply_pending(self):

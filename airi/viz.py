@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = [
     "plot_history", "plot_filters", "plot_feature_maps", "plot_class_probabilities",
-    "plot_loss_curves",
+    "plot_loss_curves", "check_matplotlib", "filter_grid_size",
 ]
 
 # Pictures are laid out in pixels; this dpi turns them into matplotlib's inches and
@@ -36,15 +36,28 @@ _INSTALL_HINT = "install the plot extra: pip install 'airi[plot]'"
 
 
 # --------------------------------------------------------------------------- plumbing
-def _new_figure(width_px, height_px):
-    """A matplotlib Figure of exactly ``width_px`` x ``height_px`` pixels, on an Agg
-    canvas (headless, independent of pyplot and of the user's backend)."""
+def check_matplotlib():
+    """Raise an ImportError saying how to install matplotlib if it is missing.
+
+    Scripts call it before a long run whose pictures would otherwise fail at the end.
+    """
+    _matplotlib_classes()
+
+
+def _matplotlib_classes():
     try:
         from matplotlib.figure import Figure
         from matplotlib.backends.backend_agg import FigureCanvasAgg
     except ImportError as exc:
         raise ImportError(f"airi.viz needs matplotlib, which is not installed: "
                           f"{_INSTALL_HINT}") from exc
+    return Figure, FigureCanvasAgg
+
+
+def _new_figure(width_px, height_px):
+    """A matplotlib Figure of exactly ``width_px`` x ``height_px`` pixels, on an Agg
+    canvas (headless, independent of pyplot and of the user's backend)."""
+    Figure, FigureCanvasAgg = _matplotlib_classes()
     # Agg truncates width*dpi to an integer; the half pixel keeps rounding errors of
     # the division from losing a pixel.
     fig = Figure(figsize=((width_px + 0.5) / DPI, (height_px + 0.5) / DPI), dpi=DPI)
@@ -115,15 +128,13 @@ _HISTORY_KEYS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 def _history_columns(history):
     """The history as a dict of per-epoch lists.
 
-    Accepts what ``Trainer.fit`` returns and its usual spellings: a list of per-epoch
-    dicts, a dict of lists, or an object with a ``history`` (or ``epochs``) attribute
-    holding either. Missing values (no validation set) become NaN.
+    Accepts what ``Trainer.fit`` returns (a list of per-epoch dicts), a dict of lists,
+    or an object with a ``history`` attribute holding either (the ``Trainer`` itself, a
+    Keras ``History``). Missing values (no validation set) become NaN.
     """
-    for attr in ("history", "epochs"):
-        inner = getattr(history, attr, None)
-        if inner is not None and not callable(inner):
-            history = inner
-            break
+    inner = getattr(history, "history", None)
+    if inner is not None and not callable(inner):
+        history = inner
     if isinstance(history, dict):
         columns = {k: list(v) for k, v in history.items()
                    if isinstance(v, (list, tuple, np.ndarray))}
@@ -149,10 +160,11 @@ def plot_history(history, path, title=None):
 
     Parameters
     ----------
-    history : list of dict, or dict of lists
-        What ``Trainer.fit`` returns: per epoch ``train_loss``, ``train_accuracy`` and,
-        when a validation set was given, ``val_loss`` and ``val_accuracy`` (accuracies as
-        fractions in [0, 1]). Missing entries are skipped.
+    history : list of dict, dict of lists, or Trainer
+        What ``Trainer.fit`` returns (or the Trainer, whose ``history`` it is): per epoch
+        ``train_loss``, ``train_accuracy`` and, when a validation set was given,
+        ``val_loss`` and ``val_accuracy`` (accuracies as fractions in [0, 1]). Missing
+        entries are skipped.
     path : str or os.PathLike
         Where to write the PNG (its folder is created).
     title : str, optional
@@ -300,7 +312,8 @@ def plot_filters(conv_layer, path, channel=None, title=None):
     cols, rows = filter_grid_size(n_filters)
     fig = _new_figure(cols * FILTER_CELL_PX, rows * FILTER_CELL_PX + TITLE_PX)
     top = 1 - TITLE_PX / (rows * FILTER_CELL_PX + TITLE_PX)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=top, wspace=0.08, hspace=0.08)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=top, wspace=0.08,
+                        hspace=0.08)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     limit = max(float(np.abs(weights).max()), 1e-12)
     for i, ax in enumerate(axes):
@@ -399,13 +412,17 @@ def plot_feature_maps(model, x, path, layers=None, max_maps=8, title=None):
                          f"(1, C, H, W), got {np.shape(x)}")
     max_maps = max(1, int(max_maps))
 
-    # One forward pass, keeping every output (cheap for a single image).
+    # One forward pass, keeping every output (cheap for a single image); with chosen
+    # layers it stops after the last of them.
+    chosen = None if layers is None else _chosen_indices(layer_list, layers, None)
+    stop = len(layer_list) if chosen is None else max(chosen, default=-1) + 1
     outputs = []
     out = x.copy()
-    for layer in layer_list:
+    for layer in layer_list[:stop]:
         out = layer.forward(out, training=False)
         outputs.append(np.asarray(out))
-    chosen = _chosen_indices(layer_list, layers, lambda i: outputs[i].ndim == 4)
+    if chosen is None:
+        chosen = _chosen_indices(layer_list, None, lambda i: outputs[i].ndim == 4)
     if not chosen:
         raise ValueError("plot_feature_maps: no layer of the model outputs an image "
                          "stack (N, C, H, W); choose layers explicitly")
@@ -431,8 +448,9 @@ def plot_feature_maps(model, x, path, layers=None, max_maps=8, title=None):
             ax = fig.add_subplot(grid[r, m])
             ax.set_axis_off()
             if m < act.shape[0]:
+                aspect = "auto" if act.shape[1] == 1 else None   # stretch 1-row strips
                 ax.imshow(act[m].astype(np.float64), cmap="viridis",
-                          interpolation="nearest", aspect="auto" if act.shape[1] == 1 else None)
+                          interpolation="nearest", aspect=aspect)
     fig.suptitle(title or "activations for one input",
                  y=1 - 0.5 * TITLE_PX / height, va="center", fontsize=10)
     return _save(fig, path)

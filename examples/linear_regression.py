@@ -109,14 +109,21 @@ def parse_args(argv):
     parser.add_argument("--plots", metavar="DIR",
                         help="write the loss curve to DIR/linear_regression_loss.png "
                              "(needs the plot extra)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.plots:
+        try:
+            airi.viz.check_matplotlib()      # fail now, not after training
+        except ImportError as error:
+            parser.error(str(error))
+    return args
 
 
 def main(argv=None):
     """Run the example; returns a dict with ``w_hat`` (intercept, slope) and more."""
     args = parse_args(argv)
     X, y, w_init = make_tutorial_data()
-    print(f"data: {len(X)} points of y = 5 + 3x + N(0, 3) (NumPy seed 0, as in the tutorial)")
+    print(f"data: {len(X)} points of y = 5 + 3x + N(0, 3) "
+          "(NumPy seed 0, as in the tutorial)")
     print(f"initial w_hat: {np.round(w_init.ravel(), 4).tolist()}")
 
     w_hat, losses = fit_like_the_tutorial(X, y, w_init)
@@ -130,7 +137,8 @@ def main(argv=None):
     print(f"  intercept = {w_bias[0]:.8f}, slope = {w_bias[1]:.8f}")
 
     exact = np.linalg.lstsq(X, y, rcond=None)[0].ravel()
-    print(f"\nleast squares (closed form): intercept = {exact[0]:.4f}, slope = {exact[1]:.4f}")
+    print(f"\nleast squares (closed form): intercept = {exact[0]:.4f}, "
+          f"slope = {exact[1]:.4f}")
 
     if args.plots:
         path = airi.viz.plot_loss_curves({"Linear + MSELoss": losses},

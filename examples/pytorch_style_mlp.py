@@ -62,7 +62,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="CI mode: 2 epochs (the full run takes seconds too)")
-    parser.add_argument("--epochs", type=int, default=5, help="passes over the training set")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="passes over the training set")
     parser.add_argument("--lr", type=float, default=0.05,
                         help="SGD learning rate of the epoch loop (the one-step demo uses "
                              "the lesson's 0.01)")
@@ -72,6 +73,11 @@ def parse_args(argv):
                         help="write DIR/class_probabilities.png, one digit and its class "
                              "probabilities (needs the plot extra)")
     args = parser.parse_args(argv)
+    if args.plots:
+        try:
+            airi.viz.check_matplotlib()      # fail now, not after training
+        except ImportError as error:
+            parser.error(str(error))
     if args.quick:
         args.epochs = 2
     return args

@@ -36,7 +36,8 @@ def build_cnn():
     Shapes for one image: (1, 1, 28, 28) -> conv (1, 8, 26, 26) -> pool (1, 8, 13, 13)
     -> flatten (1, 1352) -> dense (1, 10) -> softmax (1, 10) probabilities.
     """
-    conv = Conv2D(in_channels=1, num_filters=8, filter_size=3, bias=False)  # Conv3x3, 8 filters
+    # Conv3x3 with 8 filters (no bias, as in the tutorial)
+    conv = Conv2D(in_channels=1, num_filters=8, filter_size=3, bias=False)
     pool = MaxPool2D(pool_size=2)                                          # MaxPool2
     # The tutorial's Softmax layer = flatten + weights and biases + softmax.
     softmax_layers = [Flatten(), Linear(input_size=13 * 13 * 8, hidden_size=10), Softmax()]
@@ -90,7 +91,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="CI mode: one pass over the first 1,000 training digits")
-    parser.add_argument("--epochs", type=int, default=3, help="passes over the training set")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="passes over the training set")
     parser.add_argument("--train-size", type=int, default=4000,
                         help="training digits used (at most 4,000)")
     parser.add_argument("--lr", type=float, default=0.005, help="SGD learning rate")
@@ -99,6 +101,11 @@ def parse_args(argv):
                         help="write DIR/zhou_filters.png, the 8 learned 3x3 filters "
                              "(needs the plot extra)")
     args = parser.parse_args(argv)
+    if args.plots:
+        try:
+            airi.viz.check_matplotlib()      # fail now, not after training
+        except ImportError as error:
+            parser.error(str(error))
     if args.quick:
         args.epochs, args.train_size = 1, 1000
     return args

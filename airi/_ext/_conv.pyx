@@ -40,6 +40,18 @@ import numpy as np
 API_VERSION = 1
 
 
+# Below this many elements a call takes some tens of microseconds: starting and joining
+# a thread team would cost about what it saves, so small calls stay on one thread.
+cdef Py_ssize_t _PARALLEL_MIN_WORK = 1 << 15
+
+
+cdef inline int _team_size(Py_ssize_t work, int requested) noexcept nogil:
+    """Threads for a call touching ``work`` elements (1 for small calls)."""
+    if requested < 1 or work < _PARALLEL_MIN_WORK:
+        return 1
+    return requested
+
+
 # ------------------------------------------------------------------ index helpers
 cdef inline Py_ssize_t _first_inside(Py_ssize_t offset, Py_ssize_t step) noexcept nogil:
     """Smallest o >= 0 with o*step + offset >= 0 (offset may be negative: padding).
@@ -159,7 +171,8 @@ cdef void _im2col_all(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
     cdef Py_ssize_t plane, n, c
     cdef const floating* src = &x[0, 0, 0, 0]
     cdef floating* dst = &cols[0, 0, 0]
-    for plane in prange(N * C, schedule="static", num_threads=num_threads):
+    num_threads = _team_size(N * C * kh * kw * Ho * Wo, num_threads)
+    for plane in prange(N * C, schedule="guided", num_threads=num_threads):
         n = plane // C
         c = plane - n * C
         _im2col_plane(src + plane * H * W,
@@ -178,7 +191,8 @@ cdef void _col2im_all(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
     cdef Py_ssize_t plane, n, c
     cdef const floating* src = &cols[0, 0, 0]
     cdef floating* dst = &dx[0, 0, 0, 0]
-    for plane in prange(N * C, schedule="static", num_threads=num_threads):
+    num_threads = _team_size(N * C * kh * kw * Ho * Wo, num_threads)
+    for plane in prange(N * C, schedule="guided", num_threads=num_threads):
         n = plane // C
         c = plane - n * C
         _col2im_plane(src + n * n_step + c * kh * kw * row_step,
@@ -207,7 +221,7 @@ def im2col_into(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
         raise ValueError(f"im2col_into: cols has shape {tuple(cols.shape)[:3]}, expected "
                          f"{(x.shape[0], x.shape[1] * kh * kw, Ho * Wo)}")
     with nogil:
-        _im2col_all(x, cols, kh, kw, sh, sw, ph, pw, Ho, Wo, max(num_threads, 1))
+        _im2col_all(x, cols, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
 
 
 def col2im_from(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
@@ -222,7 +236,7 @@ def col2im_from(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
         raise ValueError(f"col2im_from: cols has shape {tuple(cols.shape)[:3]}, expected "
                          f"{(dx.shape[0], dx.shape[1] * kh * kw, Ho * Wo)}")
     with nogil:
-        _col2im_all(cols, dx, kh, kw, sh, sw, ph, pw, Ho, Wo, max(num_threads, 1))
+        _col2im_all(cols, dx, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
 
 
 def im2col(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
@@ -234,7 +248,7 @@ def im2col(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
     cols = np.empty((x.shape[0], x.shape[1] * kh * kw, Ho * Wo), dtype=dtype)
     cdef floating[:, :, :] view = cols
     with nogil:
-        _im2col_all(x, view, kh, kw, sh, sw, ph, pw, Ho, Wo, max(num_threads, 1))
+        _im2col_all(x, view, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
     return cols
 
 
@@ -251,5 +265,5 @@ def col2im(const floating[:, :, :] cols, Py_ssize_t N, Py_ssize_t C, Py_ssize_t 
     dx = np.empty((N, C, H, W), dtype=dtype)
     cdef floating[:, :, :, ::1] view = dx
     with nogil:
-        _col2im_all(cols, view, kh, kw, sh, sw, ph, pw, Ho, Wo, max(num_threads, 1))
+        _col2im_all(cols, view, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
     return dx

@@ -30,6 +30,18 @@ import numpy as np
 API_VERSION = 1
 
 
+# Below this many elements a call takes some tens of microseconds: starting and joining
+# a thread team would cost about what it saves, so small calls stay on one thread.
+cdef Py_ssize_t _PARALLEL_MIN_WORK = 1 << 15
+
+
+cdef inline int _team_size(Py_ssize_t work, int requested) noexcept nogil:
+    """Threads for a call touching ``work`` elements (1 for small calls)."""
+    if requested < 1 or work < _PARALLEL_MIN_WORK:
+        return 1
+    return requested
+
+
 cdef inline bint _beats(floating v, floating best) noexcept nogil:
     """True when v replaces the running maximum: strictly larger (so the first of equal
     values stays), or the first NaN (NaN propagates, as with np.argmax)."""
@@ -158,7 +170,7 @@ def maxpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho, Wo, plane
     Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
-    cdef int nt = max(num_threads, 1)
+    cdef int nt = _team_size(N * C * H * W, num_threads)
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((N, C, Ho, Wo), dtype=dtype)
     argmax = np.empty((N, C, Ho, Wo), dtype=np.intp)
@@ -167,7 +179,7 @@ def maxpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw
     cdef const floating* src = &x[0, 0, 0, 0]
     cdef floating* dst = &out_v[0, 0, 0, 0]
     cdef Py_ssize_t* arg = &arg_v[0, 0, 0, 0]
-    for plane in prange(N * C, nogil=True, schedule="static", num_threads=nt):
+    for plane in prange(N * C, nogil=True, schedule="guided", num_threads=nt):
         _maxpool_plane(src + plane * H * W, dst + plane * Ho * Wo, arg + plane * Ho * Wo,
                        H, W, kh, kw, sh, sw, Ho, Wo)
     return out, argmax
@@ -183,14 +195,14 @@ def maxpool_backward(const floating[:, :, :, ::1] dout, const Py_ssize_t[:, :, :
             tuple(argmax.shape)[:4] != tuple(dout.shape)[:4]:
         raise ValueError(f"maxpool_backward: dout {tuple(dout.shape)[:4]} and argmax "
                          f"{tuple(argmax.shape)[:4]} must both be {(N, C, Ho, Wo)}")
-    cdef int nt = max(num_threads, 1)
+    cdef int nt = _team_size(N * C * H * W, num_threads)
     dtype = np.float32 if floating is float else np.float64
     dx = np.empty((N, C, H, W), dtype=dtype)
     cdef floating[:, :, :, ::1] dx_v = dx
     cdef const floating* src = &dout[0, 0, 0, 0]
     cdef const Py_ssize_t* arg = &argmax[0, 0, 0, 0]
     cdef floating* dst = &dx_v[0, 0, 0, 0]
-    for plane in prange(N * C, nogil=True, schedule="static",
+    for plane in prange(N * C, nogil=True, schedule="guided",
                         num_threads=nt):
         bad += _maxpool_backward_plane(src + plane * Ho * Wo, arg + plane * Ho * Wo,
                                        dst + plane * H * W, H * W, Ho * Wo)
@@ -235,6 +247,16 @@ cdef void _avgpool_backward_plane(const floating* dout, floating* img, Py_ssize_
     cdef Py_ssize_t oh, ow, i, j, start
     cdef floating share
     memset(img, 0, H * W * sizeof(floating))
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2:  # disjoint windows: plain stores
+        for oh in range(Ho):
+            start = 2 * oh * W
+            for ow in range(Wo):
+                share = dout[oh * Wo + ow] * scale
+                img[start + 2 * ow] = share
+                img[start + 2 * ow + 1] = share
+                img[start + W + 2 * ow] = share
+                img[start + W + 2 * ow + 1] = share
+        return
     for oh in range(Ho):
         for ow in range(Wo):
             share = dout[oh * Wo + ow] * scale
@@ -250,14 +272,14 @@ def avgpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho, Wo, plane
     Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
-    cdef int nt = max(num_threads, 1)
+    cdef int nt = _team_size(N * C * H * W, num_threads)
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((N, C, Ho, Wo), dtype=dtype)
     cdef floating[:, :, :, ::1] out_v = out
     cdef const floating* src = &x[0, 0, 0, 0]
     cdef floating* dst = &out_v[0, 0, 0, 0]
     cdef floating scale = <floating>(1.0 / (kh * kw))
-    for plane in prange(N * C, nogil=True, schedule="static",
+    for plane in prange(N * C, nogil=True, schedule="guided",
                         num_threads=nt):
         _avgpool_plane(src + plane * H * W, dst + plane * Ho * Wo, W, kh, kw, sh, sw,
                        Ho, Wo, scale)
@@ -273,14 +295,14 @@ def avgpool_backward(const floating[:, :, :, ::1] dout, Py_ssize_t H, Py_ssize_t
     if (dout.shape[2], dout.shape[3]) != (Ho, Wo):
         raise ValueError(f"avgpool_backward: dout has shape {tuple(dout.shape)[:4]}, "
                          f"expected {(N, C, Ho, Wo)}")
-    cdef int nt = max(num_threads, 1)
+    cdef int nt = _team_size(N * C * H * W, num_threads)
     dtype = np.float32 if floating is float else np.float64
     dx = np.empty((N, C, H, W), dtype=dtype)
     cdef floating[:, :, :, ::1] dx_v = dx
     cdef const floating* src = &dout[0, 0, 0, 0]
     cdef floating* dst = &dx_v[0, 0, 0, 0]
     cdef floating scale = <floating>(1.0 / (kh * kw))
-    for plane in prange(N * C, nogil=True, schedule="static",
+    for plane in prange(N * C, nogil=True, schedule="guided",
                         num_threads=nt):
         _avgpool_backward_plane(src + plane * Ho * Wo, dst + plane * H * W, H, W,
                                 kh, kw, sh, sw, Ho, Wo, scale)

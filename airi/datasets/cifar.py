@@ -14,7 +14,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from numpy._core.multiarray import _reconstruct
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # NumPy 1.x
+    from numpy.core.multiarray import _reconstruct
 
 from ._download import download_file
 from ._errors import DatasetError, DatasetNotFoundError, UnsafeDatasetError

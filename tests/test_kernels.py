@@ -1,0 +1,426 @@
+"""The convolution and pooling kernels, on both backends (issue 2).
+
+* compiled and NumPy kernels agree over many random shapes, strides, paddings and
+  windows (float64 to ~1e-12, float32 to ~1e-5);
+* im2col and col2im are adjoint;
+* every kernel matches a direct, obviously-correct loop on small inputs;
+* max-pool ties send the gradient to exactly one position;
+* bad arguments raise ValueError with a message that says what is wrong.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+from airi import _backend, _config
+from conftest import REQUIRE_COMPILED
+
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+@pytest.fixture
+def compiled():
+    """For tests that compare the two backends: they need the compiled kernels, and
+    fail (not skip) when those are missing under AIRI_REQUIRE_COMPILED=1."""
+    if "cython" not in _backend.available_backends():
+        if REQUIRE_COMPILED:
+            pytest.fail("AIRI_REQUIRE_COMPILED=1 but the compiled kernels are missing: "
+                        f"{_backend.compiled_error()}")
+        pytest.skip(f"compiled kernels not built: {_backend.compiled_error()}")
+
+
+def on(backend, fn, *args, **kwargs):
+    with _backend.use_backend(backend):
+        return fn(*args, **kwargs)
+
+
+def both(fn, *args, **kwargs):
+    """(compiled result, NumPy result) of the same call."""
+    return on("cython", fn, *args, **kwargs), on("numpy", fn, *args, **kwargs)
+
+
+# ------------------------------------------------------------------ references
+def ref_im2col(x, kernel, stride, pad):
+    """cols[n, (c, i, j), (oh, ow)] = padded x[n, c, oh*sh + i, ow*sw + j]."""
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    cols = np.zeros((N, C * kh * kw, Ho * Wo), dtype=x.dtype)
+    for n, c, i, j, oh, ow in itertools.product(range(N), range(C), range(kh), range(kw),
+                                                range(Ho), range(Wo)):
+        cols[n, (c * kh + i) * kw + j, oh * Wo + ow] = xp[n, c, oh * sh + i, ow * sw + j]
+    return cols
+
+
+def ref_col2im(cols, x_shape, kernel, stride, pad):
+    N, C, H, W = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    dxp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for n, c, i, j, oh, ow in itertools.product(range(N), range(C), range(kh), range(kw),
+                                                range(Ho), range(Wo)):
+        dxp[n, c, oh * sh + i, ow * sw + j] += cols[n, (c * kh + i) * kw + j, oh * Wo + ow]
+    return dxp[:, :, ph:ph + H, pw:pw + W]
+
+
+def windows(x_shape, kernel, stride):
+    """Yield (n, c, oh, ow, rows, cols) for every pooling window."""
+    N, C, H, W = x_shape
+    (kh, kw), (sh, sw) = kernel, stride
+    Ho, Wo = (H - kh) // sh + 1, (W - kw) // sw + 1
+    for n, c, oh, ow in itertools.product(range(N), range(C), range(Ho), range(Wo)):
+        yield n, c, oh, ow, slice(oh * sh, oh * sh + kh), slice(ow * sw, ow * sw + kw)
+
+
+def pooled_shape(x_shape, kernel, stride):
+    N, C, H, W = x_shape
+    return N, C, (H - kernel[0]) // stride[0] + 1, (W - kernel[1]) // stride[1] + 1
+
+
+def ref_maxpool(x, kernel, stride):
+    """Max of each window and the flat index of its first maximum (np.argmax order)."""
+    W = x.shape[3]
+    out = np.empty(pooled_shape(x.shape, kernel, stride), dtype=x.dtype)
+    arg = np.empty(out.shape, dtype=np.intp)
+    for n, c, oh, ow, rows, cols in windows(x.shape, kernel, stride):
+        win = x[n, c, rows, cols]
+        q = int(np.argmax(win))
+        out[n, c, oh, ow] = win.flat[q]
+        arg[n, c, oh, ow] = (rows.start + q // kernel[1]) * W + cols.start + q % kernel[1]
+    return out, arg
+
+
+def ref_maxpool_backward(dout, x, kernel, stride):
+    dx = np.zeros(x.shape, dtype=dout.dtype)
+    for n, c, oh, ow, rows, cols in windows(x.shape, kernel, stride):
+        win = x[n, c, rows, cols]
+        i, j = np.unravel_index(np.argmax(win), win.shape)
+        dx[n, c, rows.start + i, cols.start + j] += dout[n, c, oh, ow]
+    return dx
+
+
+def ref_avgpool(x, kernel, stride):
+    out = np.empty(pooled_shape(x.shape, kernel, stride), dtype=x.dtype)
+    for n, c, oh, ow, rows, cols in windows(x.shape, kernel, stride):
+        out[n, c, oh, ow] = x[n, c, rows, cols].mean()
+    return out
+
+
+def ref_avgpool_backward(dout, x_shape, kernel, stride):
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    for n, c, oh, ow, rows, cols in windows(x_shape, kernel, stride):
+        dx[n, c, rows, cols] += dout[n, c, oh, ow] / (kernel[0] * kernel[1])
+    return dx
+
+
+# -------------------------------------------------------------- random cases
+def conv_cases(count, seed):
+    """Hand-picked corner cases, then random (x_shape, kernel, stride, pad)."""
+    cases = [
+        ((1, 1, 5, 5), (3, 3), (1, 1), (1, 1)),     # batch of 1, one channel
+        ((2, 3, 4, 4), (6, 6), (1, 1), (1, 1)),     # kernel == padded input
+        ((2, 2, 7, 7), (2, 2), (3, 3), (0, 0)),     # stride > kernel
+        ((3, 2, 9, 7), (3, 2), (2, 1), (1, 0)),     # rectangular, odd sizes
+        ((2, 1, 5, 6), (1, 1), (1, 1), (0, 0)),     # 1x1 kernel
+        ((1, 2, 3, 3), (1, 1), (2, 2), (2, 2)),     # padding wider than the kernel
+        ((2, 3, 8, 8), (5, 5), (1, 1), (2, 2)),     # "same" 5x5
+        ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0)),     # a single pixel
+    ]
+    rng = np.random.default_rng(seed)
+    while len(cases) < count:
+        N, C = rng.integers(1, 4), rng.integers(1, 4)
+        H, W = rng.integers(1, 11), rng.integers(1, 11)
+        ph, pw = rng.integers(0, 3), rng.integers(0, 3)
+        kh, kw = rng.integers(1, H + 2 * ph + 1), rng.integers(1, W + 2 * pw + 1)
+        sh, sw = rng.integers(1, 5), rng.integers(1, 5)
+        cases.append(((int(N), int(C), int(H), int(W)), (int(kh), int(kw)),
+                      (int(sh), int(sw)), (int(ph), int(pw))))
+    return cases
+
+
+def pool_cases(count, seed):
+    cases = [
+        ((1, 1, 4, 4), (2, 2), (2, 2)),      # the common 2x2/2
+        ((2, 3, 7, 9), (2, 2), (2, 2)),      # 2x2/2 with an odd leftover row and column
+        ((2, 2, 9, 9), (3, 3), (2, 2)),      # overlapping 3x3/2
+        ((1, 2, 5, 5), (5, 5), (1, 1)),      # window == input
+        ((2, 1, 8, 7), (2, 3), (3, 1)),      # rectangular, stride > kernel on one axis
+        ((1, 1, 6, 6), (1, 1), (2, 2)),      # 1x1 window, stride > kernel
+    ]
+    rng = np.random.default_rng(seed)
+    while len(cases) < count:
+        N, C = rng.integers(1, 4), rng.integers(1, 4)
+        H, W = rng.integers(1, 12), rng.integers(1, 12)
+        kh, kw = rng.integers(1, H + 1), rng.integers(1, W + 1)
+        sh, sw = rng.integers(1, 5), rng.integers(1, 5)
+        cases.append(((int(N), int(C), int(H), int(W)), (int(kh), int(kw)),
+                      (int(sh), int(sw))))
+    return cases
+
+
+CONV_CASES = conv_cases(48, seed=2)
+POOL_CASES = pool_cases(48, seed=3)
+DTYPES = [np.float64, np.float32]
+
+
+def random_array(shape, dtype, rng, layout="contiguous"):
+    """A random array of ``shape``; "strided" and "transposed" are non-contiguous."""
+    if layout == "strided":  # every other element of a bigger array
+        big = rng.standard_normal(shape[:-1] + (2 * shape[-1],)).astype(dtype)
+        a = big[..., ::2]
+    elif layout == "transposed":  # a C-order array seen through a transpose
+        a = rng.standard_normal(tuple(shape)[::-1]).astype(dtype).T
+    else:
+        a = rng.standard_normal(shape).astype(dtype)
+    assert a.shape == tuple(shape)
+    return a
+
+
+def layout_of(index):
+    return ("contiguous", "strided", "transposed")[index % 3]
+
+
+# ------------------------------------------------------- compiled == NumPy
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_im2col_col2im_backends_agree(compiled, case, dtype):
+    x_shape, kernel, stride, pad = CONV_CASES[case]
+    rng = np.random.default_rng(case)
+    x = random_array(x_shape, dtype, rng, layout_of(case))
+    cols_c, cols_n = both(_backend.im2col, x, kernel, stride, pad)
+    assert cols_c.dtype == cols_n.dtype == dtype
+    np.testing.assert_array_equal(cols_c, cols_n)  # pure copies: bit-identical
+    g = random_array(cols_c.shape, dtype, rng, layout_of(case + 1))  # non-contiguous too
+    dx_c, dx_n = both(_backend.col2im, g, x_shape, kernel, stride, pad)
+    assert dx_c.shape == dx_n.shape == x_shape and dx_c.dtype == dx_n.dtype == dtype
+    np.testing.assert_allclose(dx_c, dx_n, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("case", range(len(POOL_CASES)))
+def test_pooling_backends_agree(compiled, case, dtype):
+    x_shape, kernel, stride = POOL_CASES[case]
+    rng = np.random.default_rng(100 + case)
+    x = random_array(x_shape, dtype, rng, layout_of(case))
+    if case % 4 == 0:  # integers: many ties, which must resolve the same way
+        x = np.round(2 * x).astype(dtype)
+    (out_c, arg_c), (out_n, arg_n) = both(_backend.maxpool_forward, x, kernel, stride)
+    np.testing.assert_array_equal(out_c, out_n)
+    np.testing.assert_array_equal(arg_c, arg_n)
+    assert arg_c.dtype == arg_n.dtype == np.intp and out_c.dtype == out_n.dtype == dtype
+    dout = random_array(out_c.shape, dtype, rng, layout_of(case + 2))
+    dx_c, dx_n = both(_backend.maxpool_backward, dout, arg_c, x_shape, kernel, stride)
+    np.testing.assert_allclose(dx_c, dx_n, **TOL[dtype])
+    avg_c, avg_n = both(_backend.avgpool_forward, x, kernel, stride)
+    np.testing.assert_allclose(avg_c, avg_n, **TOL[dtype])
+    dxa_c, dxa_n = both(_backend.avgpool_backward, dout, x_shape, kernel, stride)
+    np.testing.assert_allclose(dxa_c, dxa_n, **TOL[dtype])
+    for a in (avg_c, avg_n, dx_c, dx_n, dxa_c, dxa_n):
+        assert a.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_backends_agree_on_realistic_shapes(compiled, dtype):
+    """A layer-sized batch, big enough for the compiled kernels to use threads."""
+    _config.set_num_threads(2)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((16, 8, 20, 20)).astype(dtype)
+    for kernel, stride, pad in [((3, 3), (1, 1), (1, 1)), ((5, 5), (1, 1), (0, 0)),
+                                ((3, 3), (2, 2), (1, 1))]:
+        cols_c, cols_n = both(_backend.im2col, x, kernel, stride, pad)
+        np.testing.assert_array_equal(cols_c, cols_n)
+        dx_c, dx_n = both(_backend.col2im, cols_c, x.shape, kernel, stride, pad)
+        np.testing.assert_allclose(dx_c, dx_n, **TOL[dtype])
+    for kernel, stride in [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((3, 3), (1, 1))]:
+        (o_c, a_c), (o_n, a_n) = both(_backend.maxpool_forward, x, kernel, stride)
+        np.testing.assert_array_equal(o_c, o_n)
+        np.testing.assert_array_equal(a_c, a_n)
+
+
+def test_compiled_results_do_not_depend_on_thread_count(compiled):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((9, 8, 23, 22))  # big enough to be split over threads
+    results = []
+    for threads in (1, 2, 3):
+        _config.set_num_threads(threads)
+        with _backend.use_backend("cython"):
+            cols = _backend.im2col(x, 3, 2, 1)
+            out, arg = _backend.maxpool_forward(x, 3, 2)
+            results.append((cols, _backend.col2im(cols, x.shape, 3, 2, 1), out, arg,
+                            _backend.maxpool_backward(out, arg, x.shape, 3, 2),
+                            _backend.avgpool_backward(out, x.shape, 3, 2)))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_maxpool_nan_propagates_like_argmax(compiled, dtype):
+    """A NaN in a window is its maximum (the first NaN wins), on both backends."""
+    x = np.arange(2 * 6 * 6, dtype=dtype).reshape(1, 2, 6, 6)
+    x[0, 0, 1, 1] = x[0, 0, 0, 1] = x[0, 1, 4, 4] = np.nan
+    for kernel, stride in [((2, 2), (2, 2)), ((3, 3), (1, 1))]:
+        ref_out, ref_arg = ref_maxpool(x, kernel, stride)
+        for out, arg in both(_backend.maxpool_forward, x, kernel, stride):
+            np.testing.assert_array_equal(out, ref_out)  # NaN == NaN here
+            np.testing.assert_array_equal(arg, ref_arg)
+    assert np.isnan(ref_maxpool(x, (2, 2), (2, 2))[0][0, 0, 0, 0])
+
+
+# --------------------------------------------------------- single backend
+@pytest.mark.parametrize("case", range(0, len(CONV_CASES), 3))
+def test_im2col_col2im_match_direct_loops(each_backend, case):
+    x_shape, kernel, stride, pad = CONV_CASES[case]
+    rng = np.random.default_rng(200 + case)
+    x = rng.standard_normal(x_shape)
+    cols = _backend.im2col(x, kernel, stride, pad)
+    np.testing.assert_array_equal(cols, ref_im2col(x, kernel, stride, pad))
+    g = rng.standard_normal(cols.shape)
+    np.testing.assert_allclose(_backend.col2im(g, x_shape, kernel, stride, pad),
+                               ref_col2im(g, x_shape, kernel, stride, pad),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_im2col_and_col2im_are_adjoint(each_backend, case):
+    """<im2col(x), c> == <x, col2im(c)> for random x and c."""
+    x_shape, kernel, stride, pad = CONV_CASES[case]
+    rng = np.random.default_rng(300 + case)
+    x = rng.standard_normal(x_shape)
+    cols = _backend.im2col(x, kernel, stride, pad)
+    c = rng.standard_normal(cols.shape)
+    lhs = np.vdot(cols, c)
+    rhs = np.vdot(x, _backend.col2im(c, x_shape, kernel, stride, pad))
+    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+def test_convolution_through_im2col_matches_direct_convolution(each_backend):
+    """The layout the layer relies on: matmul(W2, cols) is the NCHW convolution."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 7, 6))
+    w = rng.standard_normal((4, 3, 3, 2))
+    stride, pad = (2, 1), (1, 1)
+    cols = _backend.im2col(x, (3, 2), stride, pad)
+    Ho, Wo = _backend.conv_output_shape(7, 6, (3, 2), stride, pad)
+    out = np.matmul(w.reshape(4, -1), cols).reshape(2, 4, Ho, Wo)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    direct = np.zeros_like(out)
+    for n, f, oh, ow in itertools.product(range(2), range(4), range(Ho), range(Wo)):
+        patch = xp[n, :, oh * 2:oh * 2 + 3, ow:ow + 2]
+        direct[n, f, oh, ow] = np.sum(patch * w[f])
+    np.testing.assert_allclose(out, direct, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", range(0, len(POOL_CASES), 2))
+def test_pooling_matches_direct_loops(each_backend, case):
+    x_shape, kernel, stride = POOL_CASES[case]
+    rng = np.random.default_rng(400 + case)
+    x = rng.standard_normal(x_shape)
+    if case % 4 == 0:
+        x = np.round(x)  # ties
+    out, arg = _backend.maxpool_forward(x, kernel, stride)
+    ref_out, ref_arg = ref_maxpool(x, kernel, stride)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(arg, ref_arg)
+    dout = rng.standard_normal(out.shape)
+    np.testing.assert_allclose(_backend.maxpool_backward(dout, arg, x_shape, kernel, stride),
+                               ref_maxpool_backward(dout, x, kernel, stride),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_backend.avgpool_forward(x, kernel, stride),
+                               ref_avgpool(x, kernel, stride), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_backend.avgpool_backward(dout, x_shape, kernel, stride),
+                               ref_avgpool_backward(dout, x_shape, kernel, stride),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_pooling_stride_defaults_to_kernel(each_backend):
+    x = np.random.default_rng(10).standard_normal((2, 2, 6, 6))
+    np.testing.assert_array_equal(_backend.maxpool_forward(x, 2)[0],
+                                  _backend.maxpool_forward(x, 2, 2)[0])
+    np.testing.assert_allclose(_backend.avgpool_forward(x, 3),
+                               ref_avgpool(x, (3, 3), (3, 3)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((3, 3), (3, 3)),
+                                            ((2, 3), (2, 3))])
+def test_maxpool_ties_route_gradient_to_exactly_one_position(each_backend, kernel, stride):
+    """A constant input: every window is a tie; its gradient goes to its first pixel."""
+    x = np.full((2, 3, 6, 6), 0.5)
+    out, arg = _backend.maxpool_forward(x, kernel, stride)
+    dout = np.arange(1, out.size + 1, dtype=np.float64).reshape(out.shape)
+    dx = _backend.maxpool_backward(dout, arg, x.shape, kernel, stride)
+    assert np.count_nonzero(dx) == out.size            # one position per window
+    np.testing.assert_allclose(dx.sum(), dout.sum())   # nothing duplicated or lost
+    first_pixels = dx[:, :, ::stride[0], ::stride[1]][:, :, :out.shape[2], :out.shape[3]]
+    np.testing.assert_array_equal(first_pixels, dout)  # ... the first of the window
+
+
+def test_maxpool_overlapping_ties_accumulate_once_per_window(each_backend):
+    x = np.zeros((1, 1, 5, 5))
+    out, arg = _backend.maxpool_forward(x, 3, 1)
+    dx = _backend.maxpool_backward(np.ones_like(out), arg, x.shape, 3, 1)
+    assert dx.sum() == out.size  # 9 windows, each sends exactly 1
+    np.testing.assert_array_equal(dx[0, 0, :3, :3], np.ones((3, 3)))
+
+
+def test_kernels_accept_read_only_inputs(each_backend):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 2, 6, 6))
+    x.setflags(write=False)
+    cols = _backend.im2col(x, 3, 1, 1)
+    cols.setflags(write=False)
+    assert _backend.col2im(cols, x.shape, 3, 1, 1).shape == x.shape
+    out, arg = _backend.maxpool_forward(x, 2, 2)
+    out.setflags(write=False)
+    arg.setflags(write=False)
+    assert _backend.maxpool_backward(out, arg, x.shape, 2, 2).shape == x.shape
+    assert _backend.avgpool_backward(out, x.shape, 2, 2).shape == x.shape
+
+
+def test_compiled_maxpool_backward_rejects_argmax_outside_the_plane(compiled):
+    x = np.random.default_rng(12).standard_normal((1, 2, 4, 4))
+    with _backend.use_backend("cython"):
+        out, arg = _backend.maxpool_forward(x, 2, 2)
+        arg[0, 1, 0, 0] = 16
+        with pytest.raises(ValueError, match="outside"):
+            _backend.maxpool_backward(out, arg, x.shape, 2, 2)
+
+
+# ------------------------------------------------------------ bad arguments
+X = np.zeros((2, 3, 5, 5))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: _backend.im2col(X, 8, 1, 1), "larger than the padded input"),
+    (lambda: _backend.im2col(X, (3, 8), 1, 1), "larger than the padded input"),
+    (lambda: _backend.im2col(X, 3, 0, 1), "stride must be >= 1"),
+    (lambda: _backend.im2col(X, 0, 1, 0), "kernel size must be >= 1"),
+    (lambda: _backend.im2col(X, 3, 1, -1), "padding must be >= 0"),
+    (lambda: _backend.im2col(X, 2.5, 1, 0), "kernel must be an int or a pair"),
+    (lambda: _backend.im2col(X, (2, 2, 2), 1, 0), "kernel must be an int or a pair"),
+    (lambda: _backend.im2col(X[0], 3, 1, 1), "must have 4 dimensions"),
+    (lambda: _backend.im2col(X.astype(np.int64), 3, 1, 1), "float32 or float64"),
+    (lambda: _backend.im2col(X.astype(object), 3, 1, 1), "float32 or float64"),
+    (lambda: _backend.im2col(X.tolist(), 3, 1, 1), "must be a NumPy array"),
+    (lambda: _backend.col2im(np.zeros((2, 27, 4)), X.shape, 3, 1, 1), "cols must have shape"),
+    (lambda: _backend.col2im(np.zeros((2, 27, 25)), (2, 3, 5), 3, 1, 1), "x_shape must be"),
+    (lambda: _backend.col2im(np.zeros((2, 27, 25), np.int32), X.shape, 3, 1, 1),
+     "float32 or float64"),
+    (lambda: _backend.maxpool_forward(X, 6), "larger than the padded input"),
+    (lambda: _backend.maxpool_forward(X, 2, 0), "stride must be >= 1"),
+    (lambda: _backend.maxpool_forward(X[None], 2), "must have 4 dimensions"),
+    (lambda: _backend.maxpool_forward(X.astype(np.int32), 2), "float32 or float64"),
+    (lambda: _backend.maxpool_forward(X.astype(object), 2), "float32 or float64"),
+    (lambda: _backend.maxpool_backward(np.zeros((2, 3, 3, 3)), np.zeros((2, 3, 3, 3), int),
+                                       X.shape, 2), "must have shape"),
+    (lambda: _backend.avgpool_forward(X, (2, 7)), "larger than the padded input"),
+    (lambda: _backend.avgpool_forward(X.astype(np.uint8), 2), "float32 or float64"),
+    (lambda: _backend.avgpool_backward(np.zeros((2, 3, 3, 3)), X.shape, 2), "must have shape"),
+    (lambda: _backend.avgpool_backward(np.zeros((2, 3, 2, 2)), X.shape, 2, 0),
+     "stride must be >= 1"),
+])
+def test_bad_arguments_raise_clear_value_errors(each_backend, call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
