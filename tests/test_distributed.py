@@ -211,6 +211,12 @@ def test_two_ranks_match_one_process_in_float64(config, equivalence_run):
     assert any(_relative_difference(reference[k], initial[k]) > 1e-3 for k in initial)
 
 
+@needs_mpi
+def test_non_blocking_reduction_during_backward_gives_the_same_gradients(equivalence_run):
+    assert int(equivalence_run["overlap/buckets"]) >= 3
+    assert float(equivalence_run["overlap/max_difference"]) <= 1e-15
+
+
 # ================================================================== the CLI
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory):

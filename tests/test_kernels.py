@@ -204,7 +204,7 @@ def test_pooling_backends_agree(compiled, case, dtype):
     x_shape, kernel, stride = POOL_CASES[case]
     rng = np.random.default_rng(100 + case)
     x = random_array(x_shape, dtype, rng, layout_of(case))
-    if case % 4 == 0:  # integers: many ties, which must resolve the same way
+    if case % 2 == 0:  # integers: many ties, which must resolve the same way
         x = np.round(2 * x).astype(dtype)
     (out_c, arg_c), (out_n, arg_n) = both(_backend.maxpool_forward, x, kernel, stride)
     np.testing.assert_array_equal(out_c, out_n)

@@ -74,6 +74,32 @@ def train(config, parallel=None):
     return model.state_dict()
 
 
+def overlap_difference():
+    """Max difference between the gradients averaged by the non-blocking path
+    (``GradientReducer.backward``: Iallreduce per bucket during back-propagation, tiny
+    buckets so there are several) and by ``allreduce_gradients`` after backward."""
+    airi.set_default_dtype(np.float64)
+    airi.seed(7)
+    model = make_model(batch_norm=True)
+    distributed.broadcast_parameters(model)
+    X, y = make_data()
+    rank, world = distributed.rank(), distributed.size()
+    loader = airi.DataLoader(X, y, batch_size=15, shuffle=False, rank=rank,
+                             world_size=world)
+    xb, yb = next(iter(loader))
+    loss = airi.CrossEntropyLoss()
+    loss(model.forward(xb, training=True), yb)
+    model.backward(loss.backward())
+    distributed.allreduce_gradients(model.parameters(), count=len(xb))
+    blocking = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    reducer = distributed.GradientReducer(model.parameters(), bucket_bytes=256)
+    loss(model.forward(xb, training=True), yb)
+    reducer.backward(model, loss.backward(), weight=len(xb))
+    return max(float(np.abs(p.grad - g).max())
+               for p, g in zip(model.parameters(), blocking)), len(reducer.buckets)
+
+
 def main(out):
     distributed.init()
     parallel = distributed.context()
@@ -82,6 +108,9 @@ def main(out):
         for config in CONFIGS:
             for key, value in train(config, parallel).items():
                 results[f"{config}/{key}"] = value
+        if distributed.size() > 1:
+            results["overlap/max_difference"], results["overlap/buckets"] = \
+                overlap_difference()
         if distributed.is_main():
             np.savez(out, world_size=distributed.size(), **results)
 
