@@ -206,8 +206,10 @@ def _check_array(a, name, ndim):
 
 
 def _check_x_shape(x_shape):
-    if len(x_shape) != 4 or any(int(s) < 1 for s in x_shape):
-        raise ValueError(f"x_shape must be 4 positive ints (N, C, H, W), got {x_shape}")
+    # N or C may be 0 (an empty batch flows through like any other), H and W may not
+    if len(x_shape) != 4 or any(int(s) < 0 for s in x_shape) or min(x_shape[2:]) < 1:
+        raise ValueError(f"x_shape must be 4 ints (N, C, H, W) with H, W >= 1, "
+                         f"got {x_shape}")
     return tuple(int(s) for s in x_shape)
 
 

@@ -141,7 +141,8 @@ def maxpool_forward(x, kernel, stride):
     out_hw = _pool_hw(x.shape[2:], kernel, stride)
     # x.max() is one fast pass, NaN exactly when x holds a NaN: then take the slower,
     # NaN-aware comparisons.
-    best, tap = _first_max(x, kernel, stride, out_hw, nan_aware=bool(np.isnan(x.max())))
+    has_nan = x.size > 0 and bool(np.isnan(x.max()))
+    best, tap = _first_max(x, kernel, stride, out_hw, nan_aware=has_nan)
     # tap q = i*kw + j lies i*W + j = q + i*(W - kw) after the window's origin
     argmax = tap.astype(np.intp)
     if kh > 1:

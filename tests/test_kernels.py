@@ -365,6 +365,19 @@ def test_maxpool_overlapping_ties_accumulate_once_per_window(each_backend):
     np.testing.assert_array_equal(dx[0, 0, :3, :3], np.ones((3, 3)))
 
 
+@pytest.mark.parametrize("x_shape", [(0, 3, 6, 6), (2, 0, 6, 6)])
+def test_empty_batch_or_channels_flow_through(each_backend, x_shape):
+    x = np.zeros(x_shape, dtype=np.float32)
+    cols = _backend.im2col(x, 3, 1, 1)
+    assert cols.shape == (x_shape[0], x_shape[1] * 9, 36) and cols.dtype == np.float32
+    assert _backend.col2im(cols, x_shape, 3, 1, 1).shape == x_shape
+    out, arg = _backend.maxpool_forward(x, 2)
+    assert out.shape == arg.shape == x_shape[:2] + (3, 3)
+    assert _backend.maxpool_backward(out, arg, x_shape, 2).shape == x_shape
+    assert _backend.avgpool_backward(_backend.avgpool_forward(x, 2), x_shape, 2).shape \
+        == x_shape
+
+
 def test_kernels_accept_read_only_inputs(each_backend):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 2, 6, 6))
@@ -406,6 +419,7 @@ X = np.zeros((2, 3, 5, 5))
     (lambda: _backend.im2col(X.tolist(), 3, 1, 1), "must be a NumPy array"),
     (lambda: _backend.col2im(np.zeros((2, 27, 4)), X.shape, 3, 1, 1), "cols must have shape"),
     (lambda: _backend.col2im(np.zeros((2, 27, 25)), (2, 3, 5), 3, 1, 1), "x_shape must be"),
+    (lambda: _backend.col2im(np.zeros((2, 27, 0)), (2, 3, 0, 5), 3, 1, 1), "x_shape must be"),
     (lambda: _backend.col2im(np.zeros((2, 27, 25), np.int32), X.shape, 3, 1, 1),
      "float32 or float64"),
     (lambda: _backend.maxpool_forward(X, 6), "larger than the padded input"),

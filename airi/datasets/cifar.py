@@ -8,17 +8,11 @@ admits only what that format holds: dicts, lists, strings, bytes, ints and the N
 array reconstruction. Anything else is refused before it runs.
 """
 import io
-import pickle
 import tarfile
 import zlib
 from pathlib import Path
 
 import numpy as np
-
-try:
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # NumPy 1.x
-    from numpy.core.multiarray import _reconstruct
 
 from ._download import download_file
 from ._errors import DatasetError, DatasetNotFoundError, UnsafeDatasetError
@@ -41,46 +35,27 @@ IMAGE_SHAPE = (3, 32, 32)
 IMAGE_BYTES = 3 * 32 * 32
 NUM_CLASSES = 10
 
-# The only globals a CIFAR-10 batch refers to: NumPy's array reconstruction. The array
-# module moved from numpy.core to numpy._core in NumPy 2; pickles name either.
-_ALLOWED_GLOBALS = {
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals in ``_ALLOWED_GLOBALS``."""
-
-    def __init__(self, stream, source):
-        super().__init__(stream, encoding="bytes")
-        self._source = source
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafeDatasetError(
-                f"{self._source!r}: refused to load the global '{module}.{name}': a "
-                f"CIFAR-10 batch holds only dicts, lists, strings, ints and NumPy arrays "
-                f"(is this file really a CIFAR-10 batch?)") from None
-
-    def persistent_load(self, pid):
-        raise UnsafeDatasetError(f"{self._source!r}: refused a persistent id, which a "
-                                 f"CIFAR-10 batch never holds")
-
-
 def _unpickle_batch(raw, source):
-    """A batch's bytes -> its dict, with str keys (Python 2 wrote them as bytes)."""
+    """A batch's bytes -> its dict, with str keys (Python 2 wrote them as bytes).
+
+    Read with airi's restricted unpickler (the one behind ``airi.load``), admitting
+    only plain values and NumPy arrays, whose dtypes it also checks: NumPy's own
+    unpickling can be crashed by a crafted dtype, so a mere allowlist of globals is not
+    enough.
+    """
+    from ..serialization import ModelFileError, UnsafeModelError, restricted_load
+
     try:
-        batch = _BatchUnpickler(io.BytesIO(raw), source).load()
-    except UnsafeDatasetError:
-        raise
-    except Exception as error:  # truncated, garbage, or not a pickle at all
+        batch = restricted_load(io.BytesIO(raw), source, size=len(raw),
+                                encoding="bytes", airi_objects=False)
+    except UnsafeModelError as error:
+        raise UnsafeDatasetError(
+            f"{source!r}: refused to load it: {error}. A CIFAR-10 batch holds only dicts, "
+            "lists, strings, ints and NumPy arrays (is this file really a CIFAR-10 "
+            "batch?)") from None
+    except ModelFileError as error:  # truncated, garbage, or not a pickle at all
         raise DatasetError(f"{source!r}: not a readable CIFAR-10 batch: corrupt or "
-                           f"truncated pickle ({type(error).__name__}: {error})") from None
+                           f"truncated pickle ({error})") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"{source!r}: a CIFAR-10 batch is a dict, found "
                            f"{type(batch).__name__}")
