@@ -7,6 +7,11 @@ spinning), and reports the median of ``--repeat`` calls.
 
 Run:  python benchmarks/bench_kernels.py [--threads 2] [--repeat 7] [--json out.json]
 Targets (issue 6): col2im >= 3x and max-pool forward+backward >= 5x faster than NumPy.
+
+Run it on an otherwise idle machine: when other processes keep the cores busy, an
+OpenMP team waits for its descheduled threads at the end of every call, and compiled
+timings of a few tenths of a millisecond turn into 10 ms outliers (``--threads 1``,
+or ``OMP_WAIT_POLICY=PASSIVE``, is then the fairer measurement).
 """
 import argparse
 import json

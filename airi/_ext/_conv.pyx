@@ -6,13 +6,24 @@
 # which is already NCHW after a free reshape to (N, F, Ho, Wo); the backward pass is
 #     dW = sum_n dout[n] @ cols[n].T    and    dcols = W2.T @ dout   (batched)
 # with no transposing copy anywhere. benchmarks/bench_layout.py measured the three
-# candidate layouts (float32, 2 threads, im2col + GEMMs + reshapes/transposes + col2im,
-# ms for forward / backward):
+# candidate layouts: float32, 2 threads, ms for forward (im2col + GEMM + copies to
+# NCHW) / backward (copies of dout + GEMMs + col2im), 2-core machine, quiet moment:
 #
-#   shape (N, C, HxW, F, k, pad)   (a) per-sample     (b) (CKK, N*HoWo)   (c) (N*HoWo, CKK)
-#   128, 3, 32x32, 16, 5, 0         LAYOUT_TABLE_A
+#   shape N,C,HxW,F,k,pad   (a) (N,CKK,P) here  (b) (CKK,N*P) cs231n  (c) (N*P,CKK) rows
+#   128,3,32x32,16,5,0          5.2 /   8.4         8.4 /  11.1          15.1 /  21.3
+#   128,32,32x32,32,3,1        46.1 / 103.9        98.7 /  77.9          88.4 / 176.6
+#   64,64,16x16,64,3,1         15.7 /  20.8        28.9 /  24.0          24.2 /  31.8
+#   128,16,28x28,16,5,0        34.6 /  70.1        28.9 /  51.3          52.5 / 100.8
+#   total                         304.8               329.1                 510.7
 #
-# LAYOUT_VERDICT
+# A second run gave totals (a) 279, (b) 270, (c) 393 ms. So (a) is kept: (b) is a tie
+# (0.93x-1.03x the speed of (a)): its one big GEMM replaces N small ones but it pays a
+# transposing copy of the output and of dout; (c) (0.60x-0.71x) pays the NHWC<->NCHW
+# copies and a strided im2col. On one thread the three are within 5% ((a) 645 ms,
+# (b) 666, (c) 680, a loaded machine). Caveat: when the cores are oversubscribed by
+# other processes, (a)'s N small GEMMs each pay an OpenBLAS thread hand-off; in a run
+# at load average ~7, (b) came out 1.6x faster than (a) (1339 vs 2175 ms): an artefact
+# of the load rather than of the layout, but worth knowing on shared machines.
 """Compiled im2col and col2im (private: call them through :mod:`airi._backend`).
 
 Shapes::
