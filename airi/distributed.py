@@ -468,7 +468,10 @@ class GradientReducer:
     Non-blocking use (:meth:`backward`): while back-propagation walks the layers from
     the last to the first, each bucket's ``Iallreduce`` starts as soon as the layers
     owning its parameters are done, overlapping communication with the remaining
-    backward work. See ``benchmarks/bench_distributed.py`` for whether it pays.
+    backward work. Measured on one 2-core machine it does not pay (0.9-1.0x of the
+    blocking :meth:`reduce`: little to hide, and Open MPI's non-blocking collectives
+    only progress inside MPI calls), so the Trainer uses :meth:`reduce`; see
+    ``benchmarks/README_distributed.md``.
     """
 
     def __init__(self, params, comm=None, bucket_bytes=DEFAULT_BUCKET_BYTES):
@@ -874,8 +877,9 @@ def abort_on_failure(prog="airi", ignore=()):
     cause`` are printed on the failing rank, then ``MPI_Abort`` ends the job with a
     non-zero status within seconds; nothing waits forever in a collective. Exceptions
     of the ``ignore`` classes pass through (use it for errors every rank raises
-    together, e.g. from :func:`run_together`). ``mpiexec``'s own Ctrl-C (which sends
-    SIGTERM to the ranks) prints one line on rank 0 and ends the process at once. The
+    together, e.g. from :func:`run_together`). ``mpiexec``'s own Ctrl-C (Open MPI sends
+    SIGTERM to the ranks, SIGKILL a quarter of a second later) ends the process at once
+    (rank 0 says so, if mpiexec still forwards its output). The
     last checkpoint stays intact (``airi.save`` writes atomically). Without MPI: does
     nothing.
     """
