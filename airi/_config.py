@@ -19,12 +19,30 @@ _num_threads = None
 
 
 def get_default_dtype():
-    """The dtype of newly created parameters (float32 unless changed)."""
+    """The dtype of newly created parameters.
+
+    Returns
+    -------
+    numpy.dtype
+        float32 unless changed with :func:`set_default_dtype`.
+    """
     return _default_dtype
 
 
 def set_default_dtype(dtype):
-    """Set the dtype of newly created parameters: ``np.float32`` or ``np.float64``."""
+    """Set the dtype of parameters created from now on (existing ones keep theirs:
+    convert them with ``model.to(dtype)``).
+
+    Parameters
+    ----------
+    dtype : dtype-like
+        ``np.float32`` (the default) or ``np.float64``.
+
+    Raises
+    ------
+    ValueError
+        For any other dtype.
+    """
     global _default_dtype
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -43,9 +61,28 @@ def resolve_dtype(dtype):
 
 
 def seed(n):
-    """Seed airi's random generator (initialisation, dropout, shuffling)."""
+    """Seed airi's random generator (initialisation, dropout masks, shuffling).
+
+    Parameters
+    ----------
+    n : int
+        A non-negative integer; the same ``n`` gives the same run.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not a non-negative int (bools and floats are refused).
+    """
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"airi.seed: n must be a non-negative int, got {n!r}")
+    _reseed(int(n))
+
+
+def _reseed(entropy):
+    """Replace airi's generator with ``np.random.default_rng(entropy)``, unchecked
+    (:func:`airi.distributed.seed` passes ``[n, rank]``)."""
     global _rng
-    _rng = np.random.default_rng(n)
+    _rng = np.random.default_rng(entropy)
 
 
 def get_rng():
@@ -71,7 +108,12 @@ def _cores_available():
 
 
 def get_num_threads():
-    """Threads used by the compiled kernels (``AIRI_NUM_THREADS``, else all cores)."""
+    """Threads airi's layers and kernels use (``AIRI_NUM_THREADS``, else all cores).
+
+    The layers split each batch over this many threads (``airi/_parallel.py``) and run
+    BLAS single-threaded meanwhile, so BLAS, OpenMP and airi never oversubscribe the
+    cores; that needs the optional package ``threadpoolctl`` (without it, layers run on
+    one thread and BLAS keeps its own threads)."""
     global _num_threads
     if _num_threads is None:
         env = os.environ.get("AIRI_NUM_THREADS")
@@ -88,8 +130,20 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Set the number of threads of the compiled kernels (and of BLAS, when
-    ``threadpoolctl`` is installed)."""
+    """Set the number of threads of airi's layers and kernels; with ``threadpoolctl``
+    installed, also cap BLAS at ``n`` threads for the rest of the process (NumPy code
+    outside airi's layers).
+
+    Parameters
+    ----------
+    n : int
+        The number of threads, >= 1 (overrides ``AIRI_NUM_THREADS``).
+
+    Raises
+    ------
+    ValueError
+        If ``n < 1``.
+    """
     global _num_threads
     n = int(n)
     if n < 1:

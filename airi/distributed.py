@@ -102,8 +102,13 @@ _world = _World()
 
 # ------------------------------------------------------------------ start-up
 def launched():
-    """True when an MPI launcher (``mpiexec``, ``mpirun``, ``srun``) started this
-    process, judged by the environment variables launchers set (no import of MPI)."""
+    """Whether an MPI launcher (``mpiexec``, ``mpirun``, ``srun``) started this process.
+
+    Returns
+    -------
+    bool
+        Judged by the environment variables launchers set (MPI is not imported).
+    """
     return any(os.environ.get(name) for name in LAUNCHER_VARIABLES)
 
 
@@ -178,27 +183,56 @@ def init(threads="auto"):
 
 
 def is_initialized():
-    """True once :func:`init` ran (with or without MPI)."""
+    """Whether :func:`init` has run (with or without MPI).
+
+    Returns
+    -------
+    bool
+    """
     return _world.initialized
 
 
 def rank():
-    """This process's rank (0 without MPI); calls :func:`init` if needed."""
+    """This process's rank; calls :func:`init` if needed.
+
+    Returns
+    -------
+    int
+        In [0, size()); 0 without MPI.
+    """
     return init()[0]
 
 
 def size():
-    """The number of processes K (1 without MPI); calls :func:`init` if needed."""
+    """The number of processes K; calls :func:`init` if needed.
+
+    Returns
+    -------
+    int
+        1 without MPI.
+    """
     return init()[1]
 
 
 def is_main():
-    """True on rank 0: the rank that prints and writes files."""
+    """Whether this is rank 0, the rank that prints and writes files.
+
+    Returns
+    -------
+    bool
+        True without MPI.
+    """
     return rank() == 0
 
 
 def world():
-    """The MPI communicator airi uses (a duplicate of COMM_WORLD), or None without MPI."""
+    """The MPI communicator airi uses.
+
+    Returns
+    -------
+    mpi4py.MPI.Comm or None
+        A duplicate of COMM_WORLD; None without MPI.
+    """
     init()
     return _world.comm
 
@@ -248,9 +282,21 @@ def seed(n):
     augmentation differ between ranks and are reproducible. Initial weights are made
     equal by :func:`broadcast_parameters`; shuffling must be the same on every rank:
     give the ``DataLoader`` its own ``seed``.
+
+    Parameters
+    ----------
+    n : int
+        A non-negative integer, the same on every rank.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not a non-negative int (as :func:`airi.seed`).
     """
+    _config.seed(n)                 # validates n (a non-negative int)
     r = rank()
-    _config.seed(n if r == 0 else [int(n), r])
+    if r > 0:
+        _config._reseed([int(n), r])
 
 
 # ------------------------------------------------------------------ helpers
@@ -300,14 +346,28 @@ def _buckets(arrays, bucket_bytes):
 
 # ------------------------------------------------------------------ collectives
 def barrier():
-    """Wait for every rank (no-op without MPI)."""
+    """Wait until every rank has called it (a no-op without MPI). Takes no argument
+    and returns None."""
     if size() > 1:
         _world.comm.Barrier()
 
 
 def broadcast_object(obj, root=0):
-    """``obj`` from rank ``root`` on every rank (pickled by mpi4py; ranks of one job
-    trust each other). Without MPI returns ``obj``."""
+    """Send a picklable object from rank ``root`` to every rank.
+
+    Parameters
+    ----------
+    obj : object
+        The object on rank ``root`` (ignored elsewhere). Pickled by mpi4py: the ranks of
+        one job trust each other.
+    root : int
+        The sending rank.
+
+    Returns
+    -------
+    object
+        Rank ``root``'s ``obj`` on every rank; ``obj`` itself without MPI.
+    """
     if size() == 1:
         return obj
     return _world.comm.bcast(obj, root=root)
@@ -339,6 +399,11 @@ def broadcast_parameters(params, root=0):
         ``Parameter.data`` is overwritten in place.
     root : int
         The rank whose values everyone takes.
+
+    Returns
+    -------
+    None
+        The arrays are overwritten in place (nothing happens without MPI).
     """
     if size() == 1:
         return
@@ -359,7 +424,16 @@ def broadcast_parameters(params, root=0):
 
 def broadcast_optimizer_state(optimizer, root=0):
     """Give every rank rank ``root``'s optimizer state (momentum buffers, Adam moments,
-    step counts), e.g. after resuming from a checkpoint that only rank 0 read."""
+    step counts), e.g. after resuming from a checkpoint that only rank 0 read.
+
+    Parameters
+    ----------
+    optimizer : optimizer from :mod:`airi.optim`
+        The same kind of optimizer over the same parameters on every rank; the other
+        ranks' state is replaced with ``load_state_dict``.
+    root : int
+        The rank whose state everyone takes.
+    """
     if size() == 1:
         return
     state = _world.comm.bcast(optimizer.state_dict() if rank() == root else None,
@@ -369,8 +443,18 @@ def broadcast_optimizer_state(optimizer, root=0):
 
 
 def allreduce_sum(values):
-    """Element-wise sum over the ranks of a float64 array (any shape); a new array.
-    Without MPI returns the values (as float64)."""
+    """Element-wise sum over the ranks.
+
+    Parameters
+    ----------
+    values : array_like
+        Any shape, the same on every rank.
+
+    Returns
+    -------
+    ndarray, float64, shape of ``values``
+        A new array holding the sums (a float64 copy of ``values`` without MPI).
+    """
     values = np.array(values, dtype=np.float64)   # a fresh, contiguous copy
     if size() > 1:
         _world.comm.Allreduce(_world.MPI.IN_PLACE, values, op=_world.MPI.SUM)
@@ -582,6 +666,11 @@ def allreduce_gradients(params, count=None):
         result is then ``sum_r (n_r / n) * grad_r``: with each rank's loss the mean over
         its own samples, exactly the gradient of the mean loss over the global batch,
         also when the shards differ in size. None: a plain mean over the ranks.
+
+    Returns
+    -------
+    None
+        Every ``Parameter.grad`` holds the average (unchanged without MPI).
     """
     if size() == 1:
         return
@@ -627,6 +716,7 @@ class MPIContext:
         self._flag = np.zeros(1, dtype=np.int32)
 
     def is_main(self):
+        """Whether this is rank 0 (the rank that prints and writes files)."""
         return self.rank == 0
 
     def broadcast_parameters(self, params):
@@ -659,6 +749,7 @@ class MPIContext:
         self.steps += 1
 
     def allreduce_sum(self, values):
+        """float64 array of per-rank sums -> the global sums (see :func:`allreduce_sum`)."""
         return allreduce_sum(values)
 
     def should_stop(self, flag):
@@ -732,9 +823,19 @@ def _state_fingerprint(state):
 
 
 def context(**kwargs):
-    """The parallel context for ``Trainer(parallel=...)``: an :class:`MPIContext` when
-    running under MPI with more than one rank, else airi's single-process
-    ``LocalContext``. Created once; later calls return the same object."""
+    """The parallel context for ``Trainer(parallel=...)``.
+
+    Parameters
+    ----------
+    **kwargs
+        Passed to :class:`MPIContext` when it is created (e.g. ``bucket_bytes``).
+
+    Returns
+    -------
+    MPIContext or LocalContext
+        An :class:`MPIContext` under MPI with more than one rank (created once; later
+        calls return the same object), else airi's single-process ``LocalContext``.
+    """
     if size() == 1:
         from .trainer import LocalContext
         return LocalContext()
@@ -759,8 +860,18 @@ def _model_fingerprint(model):
 
 
 def data_fingerprint(X):
-    """Shape, dtype and a hash of a few evenly spaced samples of an array: cheap, and
-    it tells apart different files of the same size."""
+    """A cheap fingerprint of a data array, to compare data sets across ranks.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, ...)
+
+    Returns
+    -------
+    str
+        Shape, dtype and a hash of up to 16 evenly spaced samples: it tells apart
+        different files of the same size without hashing all of them.
+    """
     X = np.asarray(X)
     if X.ndim == 0 or len(X) == 0:
         return f"{X.shape}/{X.dtype}"
@@ -776,6 +887,13 @@ def check_consistency(model=None, **facts):
     layers and parameter names/shapes/dtypes) and any ``facts`` given as keywords
     (data set sizes, settings: anything with a ``repr``; a dict is compared entry by
     entry). A collective: every rank must call it.
+
+    Parameters
+    ----------
+    model : Sequential or iterable of Parameter, optional
+        Its architecture is compared (not its weights).
+    **facts
+        Named values to compare, e.g. ``settings=dict(...)``, ``training_data=...``.
 
     Raises
     ------
@@ -816,6 +934,20 @@ def run_together(fn, *args, error=DistributedError, **kwargs):
     every rank raises ``error`` with the same message (the shared message once when all
     ranks failed alike, else each failing rank's, named), so the job ends cleanly
     instead of leaving the healthy ranks waiting. Without MPI: just ``fn(...)``.
+
+    Parameters
+    ----------
+    fn : callable
+        Run as ``fn(*args, **kwargs)``; must contain no collective operation.
+    *args, **kwargs
+        Its arguments.
+    error : exception class
+        Raised on every rank when any rank failed.
+
+    Returns
+    -------
+    object
+        What ``fn`` returned on this rank.
     """
     if size() == 1:
         return fn(*args, **kwargs)
@@ -851,6 +983,13 @@ def abort(message, status=1):
 
     For a failure that only this rank knows about: the others may be waiting for it in
     a collective. Without MPI: print ``message`` and ``sys.exit(status)``.
+
+    Parameters
+    ----------
+    message : str
+        Printed on stderr (prefixed with ``[rank r of K]`` under MPI).
+    status : int
+        The exit status (non-zero; 0 becomes 1 under MPI).
     """
     if size() == 1:
         print(message, file=sys.stderr, flush=True)
@@ -862,7 +1001,20 @@ def abort(message, status=1):
 def fail(message, status=1):
     """Report a failure of this rank: with one process print it and return ``status``
     (for ``return fail(...)`` in a ``main``); under MPI print it with this rank's
-    number and abort every rank."""
+    number and abort every rank.
+
+    Parameters
+    ----------
+    message : str
+        Printed on stderr.
+    status : int
+        The exit status.
+
+    Returns
+    -------
+    int
+        ``status`` (only without MPI: under MPI the job ends).
+    """
     if size() > 1:
         abort(message, status)
     print(message, file=sys.stderr, flush=True)
@@ -882,6 +1034,13 @@ def abort_on_failure(prog="airi", ignore=()):
     (rank 0 says so, if mpiexec still forwards its output). The
     last checkpoint stays intact (``airi.save`` writes atomically). Without MPI: does
     nothing.
+
+    Parameters
+    ----------
+    prog : str
+        The program name that starts the error line.
+    ignore : tuple of exception classes
+        Exceptions that pass through without aborting.
     """
     if size() == 1:
         yield

@@ -4,10 +4,12 @@
 loss (its ``backward()``) with central differences computed in float64.
 """
 import copy
+import inspect
 
 import numpy as np
 
 from . import _config
+from .model import call_forward
 
 __all__ = ["gradcheck", "numerical_gradient"]
 
@@ -37,8 +39,38 @@ def _relative_error(analytic, numeric):
     return float(np.abs(analytic - numeric).max() / scale)
 
 
+def _takes_no_arguments(method):
+    """True when ``method()`` can be called without arguments."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not inspect.Parameter.empty
+               or p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+               for p in parameters)
+
+
 def _is_loss(obj):
-    return hasattr(obj, "backward") and not hasattr(obj, "parameters")
+    """Tell a loss from a layer, or raise a TypeError for anything else.
+
+    A loss is callable (``loss(pred, target)``), its ``backward()`` takes no argument,
+    and it has no trainable parameters. A layer has ``forward(x)`` and
+    ``backward(dout)``, with or without parameters (a seed-style ``Relu`` is a layer).
+    """
+    backward = getattr(obj, "backward", None)
+    forward = getattr(obj, "forward", None)
+    has_params = bool(_named_params(obj))
+    if (callable(obj) and callable(backward) and _takes_no_arguments(backward)
+            and not (callable(forward) and has_params)):
+        return True
+    if callable(forward) and callable(backward):
+        return False
+    raise TypeError(
+        "gradcheck: expected a layer (forward(x) and backward(dout) methods, e.g. an "
+        "airi layer, a Sequential or your own layer) or a loss (loss(pred, target) -> "
+        f"float and backward() -> d(loss)/d(pred)), got {type(obj).__name__}"
+        + (" (a plain function has no backward: wrap it in a layer class)"
+           if inspect.isroutine(obj) else ""))
 
 
 def gradcheck(layer_or_fn, inputs, eps=1e-6, seed=0, training=None, dout=None):
@@ -51,7 +83,8 @@ def gradcheck(layer_or_fn, inputs, eps=1e-6, seed=0, training=None, dout=None):
         ``sum(forward(x) * dout)`` with a fixed random ``dout``; a loss (``loss(pred,
         target)`` returning a float, ``backward()`` returning d(loss)/d(pred)) through its
         value. The object is deep-copied and converted to float64: the original is left
-        untouched.
+        untouched. A user layer whose ``forward(self, x)`` takes no ``training``
+        argument is called without it (and runs in its own mode).
     inputs : ndarray or tuple of ndarrays
         The layer input, or ``(pred, target)`` for a loss. Float arrays are checked;
         integer arrays (labels) are passed through.
@@ -71,12 +104,18 @@ def gradcheck(layer_or_fn, inputs, eps=1e-6, seed=0, training=None, dout=None):
         The max relative error for each input (``"input"``, or ``"input0"``, ``"input1"``
         ... for several) and each parameter (by its name, prefixed by the layer index
         for a Sequential).
+
+    Raises
+    ------
+    TypeError
+        When ``layer_or_fn`` is neither a layer nor a loss (e.g. a plain function).
     """
     single = isinstance(inputs, np.ndarray)
     inputs = [inputs] if single else list(inputs)
     inputs = [np.array(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f"
               else np.asarray(a) for a in inputs]
     names = ["input"] if len(inputs) == 1 else [f"input{i}" for i in range(len(inputs))]
+    is_loss = _is_loss(layer_or_fn)
     obj = copy.deepcopy(layer_or_fn)
     if hasattr(obj, "to"):
         obj.to(np.float64)
@@ -85,7 +124,7 @@ def gradcheck(layer_or_fn, inputs, eps=1e-6, seed=0, training=None, dout=None):
     try:
         _config.seed(seed)
         rng_state = _config.get_rng_state()
-        if _is_loss(obj):
+        if is_loss:
             def value():
                 return float(obj(*inputs))
 
@@ -95,6 +134,8 @@ def gradcheck(layer_or_fn, inputs, eps=1e-6, seed=0, training=None, dout=None):
         else:
             def run():
                 _config.set_rng_state(rng_state)
+                if len(inputs) == 1:   # also seed-style layers: forward(self, x)
+                    return call_forward(obj, inputs[0], training)
                 return obj.forward(*inputs, training=training)
 
             out = run()

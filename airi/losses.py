@@ -36,14 +36,32 @@ class Loss:
         self.clear_cache()
 
     def __call__(self, pred, target):
+        """Same as :meth:`forward`: ``loss(pred, target)`` -> float."""
         return self.forward(pred, target)
 
     def forward(self, pred, target):
-        """The loss of ``pred`` against ``target``, a Python float."""
+        """The loss of ``pred`` against ``target``.
+
+        Parameters
+        ----------
+        pred : ndarray (N, ...), float
+        target : ndarray
+            Labels (N,) or targets shaped like ``pred``, depending on the loss.
+
+        Returns
+        -------
+        float
+        """
         raise NotImplementedError
 
     def backward(self):
-        """d(loss)/d(pred) for the last call, shaped and typed like ``pred``."""
+        """d(loss)/d(pred) for the last call.
+
+        Returns
+        -------
+        ndarray
+            Shaped and typed like ``pred``.
+        """
         raise NotImplementedError
 
     def zero_grad(self):
@@ -51,6 +69,7 @@ class Loss:
         self.clear_cache()
 
     def clear_cache(self):
+        """Drop the tensors cached by the last call (a ``backward`` then raises)."""
         for name in self._cache_names:
             setattr(self, name, None)
 
@@ -106,6 +125,20 @@ class CrossEntropyLoss(Loss):
     _cache_names = ("log_probs", "target")
 
     def forward(self, logits, target):
+        """The loss of scores against integer labels; caches what backward needs.
+
+        Parameters
+        ----------
+        logits : ndarray, shape (N, C), float
+            Raw class scores.
+        target : ndarray, shape (N,), int
+            Class indices in [0, C).
+
+        Returns
+        -------
+        float
+            The mean (or, with ``reduction="sum"``, the summed) cross-entropy.
+        """
         logits = self._check_pred(logits, "logits", ndim=2)
         n, c = logits.shape
         target = check_labels(target, n, c, self._name())
@@ -114,6 +147,14 @@ class CrossEntropyLoss(Loss):
         return float(-log_probs[np.arange(n), target].sum() * self._scale(n))
 
     def backward(self):
+        """d(loss)/d(logits) of the last call.
+
+        Returns
+        -------
+        ndarray, shape (N, C)
+            ``(softmax(logits) - onehot(target)) / N`` (no ``/ N`` for "sum"), in the
+            logits' dtype.
+        """
         log_probs = self._cached("log_probs")
         n = log_probs.shape[0]
         grad = np.exp(log_probs)  # softmax probabilities, a new array
@@ -137,6 +178,20 @@ class NLLLoss(Loss):
     _cache_names = ("shape_dtype", "target")
 
     def forward(self, log_probs, target):
+        """The negative log-likelihood of integer labels; caches what backward needs.
+
+        Parameters
+        ----------
+        log_probs : ndarray, shape (N, C), float
+            Log-probabilities (e.g. LogSoftmax's output).
+        target : ndarray, shape (N,), int
+            Class indices in [0, C).
+
+        Returns
+        -------
+        float
+            ``-mean(log_probs[i, target[i]])`` (the sum with ``reduction="sum"``).
+        """
         log_probs = self._check_pred(log_probs, "log-probabilities", ndim=2)
         n, c = log_probs.shape
         target = check_labels(target, n, c, self._name())
@@ -144,6 +199,14 @@ class NLLLoss(Loss):
         return float(-log_probs[np.arange(n), target].sum() * self._scale(n))
 
     def backward(self):
+        """d(loss)/d(log_probs) of the last call.
+
+        Returns
+        -------
+        ndarray, shape (N, C)
+            ``-1/N`` (``-1`` for "sum") at each sample's label, 0 elsewhere, in the
+            log-probabilities' dtype.
+        """
         shape, dtype = self._cached("shape_dtype")
         n = shape[0]
         grad = np.zeros(shape, dtype=dtype)
@@ -163,6 +226,18 @@ class MSELoss(Loss):
     _cache_names = ("diff",)
 
     def forward(self, pred, target):
+        """The mean squared error over all elements; caches ``pred - target``.
+
+        Parameters
+        ----------
+        pred : ndarray, any shape, float
+        target : ndarray, same shape as ``pred``, numeric (no broadcasting)
+
+        Returns
+        -------
+        float
+            ``mean((pred - target) ** 2)`` (the sum with ``reduction="sum"``).
+        """
         pred = self._check_pred(pred, "prediction")
         target = np.asarray(target)
         if target.shape != pred.shape:
@@ -176,5 +251,12 @@ class MSELoss(Loss):
         return float(np.vdot(diff, diff) * self._scale(diff.size))
 
     def backward(self):
+        """d(loss)/d(pred) of the last call.
+
+        Returns
+        -------
+        ndarray, shape of ``pred``
+            ``2 * (pred - target) / pred.size`` (no division for "sum"), in pred's dtype.
+        """
         diff = self._cached("diff")
         return diff * diff.dtype.type(2.0 * self._scale(diff.size))

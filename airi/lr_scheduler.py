@@ -439,20 +439,54 @@ class ChainedScheduler:
 
     @property
     def last_epoch(self):
+        """int: the epoch count of the first schedule (all step together)."""
         return self.schedulers[0].last_epoch
 
     def step(self, epoch=None):
+        """Step every schedule, in order (once per epoch).
+
+        Parameters
+        ----------
+        epoch : int, optional
+            Jump to this epoch instead of the next one (passed to each schedule).
+        """
         for s in self.schedulers:
             s.step(epoch)
 
     def get_last_lr(self):
+        """The learning rate now set on the optimizer.
+
+        Returns
+        -------
+        list of float
+            One entry (airi optimizers have a single learning rate).
+        """
         return [self.optimizer.lr]
 
     def state_dict(self):
+        """The states of all schedules, for checkpoints.
+
+        Returns
+        -------
+        dict
+            ``type`` and ``schedulers`` (a list of each schedule's state_dict, in order).
+        """
         return {"type": "ChainedScheduler",
                 "schedulers": [s.state_dict() for s in self.schedulers]}
 
     def load_state_dict(self, state_dict):
+        """Restore a state returned by :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state_dict : dict
+            Must hold one state per schedule.
+
+        Raises
+        ------
+        ValueError
+            If the number of saved states differs from the number of schedules.
+        """
         saved = state_dict.get("schedulers") if isinstance(state_dict, dict) else None
         if saved is None or len(saved) != len(self.schedulers):
             raise ValueError("ChainedScheduler.load_state_dict: expected the states of "

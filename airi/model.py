@@ -1,19 +1,75 @@
 """``Sequential``: a list of layers that behaves like one layer."""
 import copy
+import inspect
 
 import numpy as np
 
 from ._config import get_default_dtype
 
-__all__ = ["Sequential"]
+__all__ = ["Sequential", "call_forward"]
+
+# type -> whether its ``forward`` takes a ``training`` argument (inspected once per class)
+_TAKES_TRAINING = {}
 
 
-def _layer_forward(layer, x, training):
-    # Only pass ``training`` when it was given, so that user layers written as in the
-    # seed (``def forward(self, x)``) also work inside a Sequential.
-    if training is None:
+def _forward_takes_training(layer):
+    """True when ``layer.forward`` accepts ``training=`` (a ``training`` parameter or
+    ``**kwargs``); False for seed-style layers written as ``def forward(self, x)``."""
+    per_instance = "forward" in getattr(layer, "__dict__", {})  # patched on the object
+    cls = type(layer)
+    if not per_instance and cls in _TAKES_TRAINING:
+        return _TAKES_TRAINING[cls]
+    try:
+        parameters = inspect.signature(layer.forward).parameters.values()
+    except (TypeError, ValueError):   # no introspectable signature: assume the contract
+        takes = True
+    else:
+        takes = any(p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD
+                    for p in parameters)
+    if not per_instance:
+        _TAKES_TRAINING[cls] = takes
+    return takes
+
+
+def call_forward(layer, x, training=None):
+    """``layer.forward(x, training=training)``, or ``layer.forward(x)`` when the layer's
+    ``forward`` has no ``training`` parameter (user layers written as in the seed).
+
+    Parameters
+    ----------
+    layer : layer
+        Anything with a ``forward`` method (an airi layer, a Sequential, a user layer).
+    x : ndarray (N, ...)
+        The input batch.
+    training : bool or None
+        The mode of this call; None means the layer's own mode. A layer whose forward
+        takes no ``training`` argument always runs in its own mode.
+
+    Returns
+    -------
+    ndarray
+        The layer's output.
+    """
+    if training is None or not _forward_takes_training(layer):
         return layer.forward(x)
     return layer.forward(x, training=training)
+
+
+def _with_layer_context(exc, index, layer):
+    """``exc`` again, its message prefixed with the failing layer's index and type.
+
+    The same exception class is kept (so ``except ValueError`` still works) and the
+    original is chained as ``__cause__``. A subclass whose constructor does not take a
+    single message keeps its own instance and gets the context as a note instead."""
+    prefix = f"Sequential layer {index} ({type(layer).__name__}): "
+    try:
+        new = type(exc)(prefix + str(exc))
+    except Exception:
+        exc.add_note(prefix.rstrip(": "))
+        return exc
+    new.__dict__.update(getattr(exc, "__dict__", {}))
+    new.__cause__, new.__suppress_context__ = exc, True
+    return new
 
 
 def _named_params_of(layer):
@@ -31,6 +87,16 @@ class Sequential:
     ``parameters``, ``zero_grad``, ``train``/``eval``, ``update``, ``to``,
     ``state_dict``), so a Sequential can also sit inside another one.
 
+    Attributes
+    ----------
+    layers : list
+        The layers, in order.
+    training : bool
+        The mode set by :meth:`train` / :meth:`eval` on the model and every layer. A
+        layer added later (``append``, ``insert``, ``model[i] = layer``) is put in this
+        mode. A new Sequential keeps its layers' modes and starts in training mode unless
+        all of them are in eval mode.
+
     Shapes
     ------
     forward:  x (input shape of the first layer) -> output of the last layer
@@ -47,10 +113,13 @@ class Sequential:
     def __init__(self, *layers):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = layers[0]
-        self.layers = []
-        self.training = True
-        for layer in layers:
-            self.append(layer)
+        self.layers = [self._check_layer(layer, f"layer {i}")
+                       for i, layer in enumerate(layers)]
+        # The layers keep the modes they were given; the Sequential starts in eval mode
+        # only when every layer with a mode is in eval mode (e.g. Sequential(old.eval())).
+        modes = [layer.training for layer in self.layers
+                 if isinstance(getattr(layer, "training", None), bool)]
+        self.training = any(modes) or not modes
 
     # ---------------------------------------------------------------- list-like
     @staticmethod
@@ -61,9 +130,24 @@ class Sequential:
                                 f"backward methods, got {type(layer).__name__}")
         return layer
 
+    def _adopt_mode(self, layer):
+        """Put a layer joining the model in the model's mode (train or eval)."""
+        if callable(getattr(layer, "train", None)):
+            layer.train(self.training)
+        return layer
+
     def append(self, layer):
-        """Add ``layer`` at the end; returns self."""
-        self.layers.append(self._check_layer(layer, f"layer {len(self.layers)}"))
+        """Add ``layer`` at the end, in the model's current mode (see :attr:`training`);
+        returns self."""
+        layer = self._check_layer(layer, f"layer {len(self.layers)}")
+        self.layers.append(self._adopt_mode(layer))
+        return self
+
+    def insert(self, index, layer):
+        """Insert ``layer`` before position ``index`` (as ``list.insert``), in the
+        model's current mode; returns self."""
+        layer = self._check_layer(layer, f"layer {index}")
+        self.layers.insert(index, self._adopt_mode(layer))
         return self
 
     def __len__(self):
@@ -82,22 +166,62 @@ class Sequential:
     def __setitem__(self, index, layer):
         if isinstance(index, slice):
             raise TypeError("Sequential: assign layers one index at a time")
-        self.layers[index] = self._check_layer(layer, f"layer {index}")
+        self.layers[index] = self._adopt_mode(self._check_layer(layer, f"layer {index}"))
 
     # ---------------------------------------------------------- forward/back
     def forward(self, x, training=None):
-        """Run ``x`` through every layer; ``training`` (if given) overrides the modes."""
-        for layer in self.layers:
-            x = _layer_forward(layer, x, training)
+        """Run ``x`` through every layer; ``training`` (if given) overrides the modes.
+
+        Parameters
+        ----------
+        x : ndarray
+            A batch (N, ...) of the first layer's input shape.
+        training : bool or None
+            The mode of this call for every layer (None: each layer's own mode).
+            Layers whose ``forward`` takes no ``training`` argument run in their own mode.
+
+        Returns
+        -------
+        ndarray
+            The last layer's output (N, ...).
+
+        Raises
+        ------
+        ValueError, RuntimeError
+            Raised by a layer, with ``"Sequential layer i (TypeName): "`` prefixed to the
+            message (the original exception is the ``__cause__``).
+        """
+        for i, layer in enumerate(self.layers):
+            try:
+                x = call_forward(layer, x, training)
+            except (ValueError, RuntimeError) as exc:
+                raise _with_layer_context(exc, i, layer)
         return x
 
     def __call__(self, x, training=None):
         return self.forward(x, training=training)
 
     def backward(self, dout):
-        """Back-propagate dL/d(output) through the layers in reverse; returns dL/dx."""
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        """Back-propagate dL/d(output) through the layers in reverse.
+
+        Parameters
+        ----------
+        dout : ndarray
+            dL/d(output), the shape of the last forward's output.
+
+        Returns
+        -------
+        ndarray
+            dL/dx, the shape of the last forward's input. Every layer's parameter
+            gradients are stored in their ``Parameter.grad``. A layer's ValueError or
+            RuntimeError is re-raised with ``"Sequential layer i (TypeName): "`` prefixed.
+        """
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            try:
+                dout = layer.backward(dout)
+            except (ValueError, RuntimeError) as exc:
+                raise _with_layer_context(exc, i, layer)
         return dout
 
     # -------------------------------------------------------------- parameters
@@ -209,7 +333,10 @@ class Sequential:
         str
             The table. Shapes are found by running a batch of one zero sample through
             copies of the layers in eval mode: the model's caches, running statistics
-            and mode are left untouched.
+            and mode are left untouched. As in Keras, "Param #" counts a layer's
+            Parameters and buffers (BatchNorm's running mean and variance); the footer
+            gives Trainable params (Parameters), Non-trainable params (buffers) and
+            Total params = trainable + non-trainable.
         """
         input_shape = tuple(int(d) for d in np.atleast_1d(input_shape))
         x = np.zeros((1,) + input_shape, dtype=self._input_dtype())
@@ -217,18 +344,22 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             probe = copy.deepcopy(layer)   # pickling rules: caches are not copied
             try:
-                x = _layer_forward(probe, x, False)
+                x = call_forward(probe, x, False)
             except (ValueError, TypeError, RuntimeError) as exc:
                 if type(exc) not in (ValueError, TypeError, RuntimeError):
                     raise  # a custom error class: keep it exactly as raised
                 raise type(exc)(f"Sequential.summary: layer {i} ({type(layer).__name__}) "
                                 f"failed on input of shape {_fmt_shape(x.shape)}: "
                                 f"{exc}") from exc
-            count = sum(p.size for _, p in _named_params_of(layer))
+            # As in Keras, a layer's count includes its buffers (BatchNorm's running
+            # statistics): they are part of the model, only not trained.
+            count = (sum(p.size for _, p in _named_params_of(layer))
+                     + _buffer_size(layer))
             rows.append((f"{i}: {type(layer).__name__}", _fmt_shape(np.shape(x)),
                          f"{count:,}"))
-        total = sum(p.size for p in self.parameters())
-        return _format_table(rows, _fmt_shape((1,) + input_shape), total)
+        trainable = sum(p.size for p in self.parameters())
+        return _format_table(rows, _fmt_shape((1,) + input_shape), trainable,
+                             _buffer_size(self))
 
     # ------------------------------------------------------------------- repr
     def __repr__(self):
@@ -248,7 +379,16 @@ def _fmt_shape(shape):
     return "(" + ", ".join(dims) + (",)" if len(dims) == 1 else ")")
 
 
-def _format_table(rows, input_shape, total):
+def _buffer_size(layer):
+    """Number of values in the buffers (non-trained state such as BatchNorm's
+    ``running_mean``/``running_var``) of a layer, or of every layer of a Sequential."""
+    if isinstance(layer, Sequential):
+        return sum(_buffer_size(inner) for inner in layer.layers)
+    return sum(np.size(getattr(layer, name)) for name in getattr(layer, "_buffer_names", ())
+               if getattr(layer, name, None) is not None)
+
+
+def _format_table(rows, input_shape, trainable, non_trainable):
     header = ("Layer (type)", "Output Shape", "Param #")
     widths = [max(len(header[c]), *(len(r[c]) for r in rows)) + 4 if rows
               else len(header[c]) + 4 for c in range(3)]
@@ -264,6 +404,8 @@ def _format_table(rows, input_shape, total):
         out.append("_" * width if k < len(rows) - 1 else "=" * width)
     if not rows:
         out.append("=" * width)
-    out += [f"Total params: {total:,}", f"Trainable params: {total:,}",
-            "Non-trainable params: 0", "_" * width]
+    # Keras' convention: Total = Trainable (Parameters) + Non-trainable (buffers).
+    out += [f"Total params: {trainable + non_trainable:,}",
+            f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {non_trainable:,}", "_" * width]
     return "\n".join(out)

@@ -16,6 +16,11 @@ name                   input            layers                                  
 ``vgg_small``          (N, 3, 32, 32)   3 x ([conv3, bn, relu] x2, pool2), fc10    307,946
 ====================== ================ ========================================== =========
 
+The input shapes are the defaults. Every model but ``zhou`` (seed 000's fixed
+28x28 one-channel network) adapts to other images: the convnets take ``in_channels``
+and ``image_size`` (``airi_cifar(in_channels=1, image_size=28)`` runs on MNIST), the
+dense ones ``input_size``.
+
 ``get_model(name, **kw)`` builds one by name; ``available_models()`` lists the names.
 """
 from .layers import Conv2D, Flatten, Linear, MaxPool2D, Relu
@@ -30,19 +35,34 @@ def _sequential(*layers):
 
 
 def _check_positive(fn, **values):
+    """Each keyword must be an int >= 1 (``Linear(3.5, 2)`` would silently truncate)."""
+    from .layers.base import _positive_int
     for name, value in values.items():
-        if int(value) < 1:
-            raise ValueError(f"{fn}: {name} must be a positive integer, got {value!r}")
+        _positive_int(value, name, fn)
 
 
 def zhou(num_filters=8, num_classes=10, dtype=None):
-    """Victor Zhou's first CNN (seed 000) for 28x28 digits.
+    """Victor Zhou's first CNN (seed 000), for 28x28 one-channel digits only.
 
     (N, 1, 28, 28) -> Conv 3x3, ``num_filters`` filters, no bias -> (N, 8, 26, 26)
     -> MaxPool 2 -> (N, 8, 13, 13) -> Flatten -> Linear 13*13*8 -> 10 -> logits (N, 10).
 
     The seed ends in Softmax + cross-entropy; here the Softmax lives in
     ``CrossEntropyLoss``.
+
+    Parameters
+    ----------
+    num_filters : int
+        Filters of the convolution (the seed's 8).
+    num_classes : int
+        Outputs K of the last layer.
+    dtype : dtype-like, optional
+        Parameter dtype (None: the default dtype).
+
+    Returns
+    -------
+    Sequential
+        Input (N, 1, 28, 28) -> logits (N, num_classes).
     """
     _check_positive("zhou", num_filters=num_filters, num_classes=num_classes)
     return _sequential(
@@ -57,7 +77,22 @@ def softmax_classifier(input_size=784, num_classes=10, reg=0.0, dtype=None):
     """Seed 001's softmax classifier: one Linear layer on the flattened image.
 
     (N, ...) with prod(...) == ``input_size`` -> Flatten -> Linear -> logits (N, K).
-    ``reg`` is Linear's L2 penalty (the seed's ``reg``).
+
+    Parameters
+    ----------
+    input_size : int
+        Values per sample (784 for 28x28 digits, 3072 for CIFAR-10).
+    num_classes : int
+        K.
+    reg : float
+        Linear's L2 penalty (the seed's ``reg``).
+    dtype : dtype-like, optional
+        Parameter dtype (None: the default dtype).
+
+    Returns
+    -------
+    Sequential
+        Input (N, ...) -> logits (N, num_classes).
     """
     _check_positive("softmax_classifier", input_size=input_size, num_classes=num_classes)
     return _sequential(Flatten(), Linear(input_size, num_classes, reg=reg, dtype=dtype))
@@ -67,6 +102,24 @@ def two_layer(input_size=784, hidden_size=100, num_classes=10, reg=0.0, dtype=No
     """Seed 001's two-layer network: Flatten -> Linear -> Relu -> Linear.
 
     (N, ...) -> (N, input_size) -> (N, hidden_size) -> logits (N, num_classes).
+
+    Parameters
+    ----------
+    input_size : int
+        Values per sample (784 for 28x28 digits).
+    hidden_size : int
+        Units of the hidden layer.
+    num_classes : int
+        K.
+    reg : float
+        L2 penalty of both Linear layers (the seed's ``reg``).
+    dtype : dtype-like, optional
+        Parameter dtype (None: the default dtype).
+
+    Returns
+    -------
+    Sequential
+        Input (N, ...) -> logits (N, num_classes).
     """
     _check_positive("two_layer", input_size=input_size, hidden_size=hidden_size,
                     num_classes=num_classes)
@@ -83,6 +136,22 @@ def mlp(input_size=784, hidden_sizes=(128, 64), num_classes=10, dtype=None):
 
     (N, 1, 28, 28) or (N, 784) -> Flatten -> [Linear -> Relu] per hidden size -> Linear
     -> logits (N, num_classes).
+
+    Parameters
+    ----------
+    input_size : int
+        Values per sample (784 for 28x28 digits).
+    hidden_sizes : sequence of int
+        Units of each hidden layer, in order.
+    num_classes : int
+        K.
+    dtype : dtype-like, optional
+        Parameter dtype (None: the default dtype).
+
+    Returns
+    -------
+    Sequential
+        Input (N, ...) -> logits (N, num_classes).
     """
     sizes = [int(input_size), *[int(h) for h in hidden_sizes], int(num_classes)]
     _check_positive("mlp", **{f"size[{i}]": s for i, s in enumerate(sizes)})
@@ -115,6 +184,13 @@ def lenet(in_channels=1, num_classes=10, image_size=28, channels=(16, 32), hidde
         Filters of the two convolutions (LeNet-5 had 6 and 16; wider learns faster here).
     hidden_size : int
         Units of the first dense layer.
+    dtype : dtype-like, optional
+        Parameter dtype (None: the default dtype).
+
+    Returns
+    -------
+    Sequential
+        Input (N, in_channels, image_size, image_size) -> logits (N, num_classes).
     """
     c1, c2 = (int(c) for c in channels)
     _check_positive("lenet", in_channels=in_channels, num_classes=num_classes, c1=c1, c2=c2,
@@ -136,21 +212,46 @@ def lenet(in_channels=1, num_classes=10, image_size=28, channels=(16, 32), hidde
     )
 
 
-def airi_cifar(in_channels=3, num_classes=10, dtype=None):
+def airi_cifar(in_channels=3, num_classes=10, image_size=32, dtype=None):
     """Seed 001's CIFAR-10 convnet (the original ``train.py`` model).
 
-    (N, 3, 32, 32) -> Conv 5x5 (16) -> Relu -> (N, 16, 28, 28) -> Conv 5x5 (16) -> Relu
-    -> (N, 16, 24, 24) -> Flatten (9216) -> Linear 120 -> Relu -> Linear 84 -> Relu
-    -> Linear 10 -> logits (N, 10).
+    Shapes for the defaults (32x32 colour images)::
+
+        (N, 3, 32, 32) -> Conv 5x5 (16) -> Relu -> (N, 16, 28, 28) -> Conv 5x5 (16)
+        -> Relu -> (N, 16, 24, 24) -> Flatten (9216) -> Linear 120 -> Relu -> Linear 84
+        -> Relu -> Linear 10 -> logits (N, 10)
+
+    The convolutions have no padding, so the first Linear layer takes
+    ``16 * (image_size - 8) ** 2`` inputs: 9216 for 32x32, 6400 for 28x28 digits.
+
+    Parameters
+    ----------
+    in_channels : int
+        3 for colour images, 1 for digits.
+    num_classes : int
+        K.
+    image_size : int
+        Height = width of the input, at least 9 (32 for CIFAR-10, 28 for MNIST).
+    dtype : dtype-like, optional
+        Parameter dtype (None: the default dtype).
+
+    Returns
+    -------
+    Sequential
+        Input (N, in_channels, image_size, image_size) -> logits (N, num_classes).
     """
-    _check_positive("airi_cifar", in_channels=in_channels, num_classes=num_classes)
+    _check_positive("airi_cifar", in_channels=in_channels, num_classes=num_classes,
+                    image_size=image_size)
+    side = int(image_size) - 8      # two 5x5 convolutions without padding
+    if side < 1:
+        raise ValueError(f"airi_cifar: image_size must be at least 9, got {image_size}")
     return _sequential(
         Conv2D(in_channels, 16, 5, dtype=dtype),
         Relu(),
         Conv2D(16, 16, 5, dtype=dtype),
         Relu(),
         Flatten(),
-        Linear(9216, 120, dtype=dtype),
+        Linear(16 * side * side, 120, dtype=dtype),
         Relu(),
         Linear(120, 84, dtype=dtype),
         Relu(),
@@ -167,6 +268,26 @@ def vgg_small(in_channels=3, num_classes=10, widths=(32, 64, 128), batch_norm=Tr
 
         (N, 3, 32, 32) -> stage 32 -> (N, 32, 16, 16) -> stage 64 -> (N, 64, 8, 8)
         -> stage 128 -> (N, 128, 4, 4) -> Flatten (2048) -> Linear 10 -> logits
+
+    Parameters
+    ----------
+    in_channels : int
+        3 for colour images, 1 for digits.
+    num_classes : int
+        K.
+    widths : sequence of int
+        Filters of each stage; each stage halves the image size.
+    batch_norm : bool
+        BatchNorm2D after every convolution (the convolutions then have no bias).
+    image_size : int
+        Height = width of the input (32 for CIFAR-10; 28 works too: 28 -> 14 -> 7 -> 3).
+    dtype : dtype-like, optional
+        Parameter dtype (None: the default dtype).
+
+    Returns
+    -------
+    Sequential
+        Input (N, in_channels, image_size, image_size) -> logits (N, num_classes).
     """
     widths = [int(w) for w in widths]
     if not widths:
@@ -206,12 +327,30 @@ _REGISTRY = {
 
 
 def available_models():
-    """The names :func:`get_model` accepts, sorted."""
+    """The names :func:`get_model` accepts.
+
+    Returns
+    -------
+    list of str
+        Sorted model names.
+    """
     return sorted(_REGISTRY)
 
 
 def get_model(name, **kwargs):
     """Build the zoo model ``name`` (dashes and underscores alike) with ``kwargs``.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available_models`, e.g. ``"lenet"``.
+    **kwargs
+        Passed to the model's function (``in_channels``, ``image_size``, ``dtype`` ...).
+
+    Returns
+    -------
+    Sequential
+        A new model with fresh weights (from airi's random generator).
 
     Raises
     ------

@@ -16,6 +16,19 @@ class Parameter:
         dL/d(data), same shape and dtype as ``data``; None until a backward pass.
     name : str
         A label for messages and summaries.
+
+    Parameters
+    ----------
+    data : array_like, float
+        The initial values, any shape; kept as given (no copy of an ndarray) and
+        updated in place by optimizers.
+    name : str
+        A label for messages and summaries, e.g. ``"W"``.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not a float array.
     """
 
     __slots__ = ("_data", "grad", "name")
@@ -59,6 +72,7 @@ class Parameter:
         self.grad = np.asarray(g, dtype=self._data.dtype).reshape(self._data.shape)
 
     def zero_grad(self):
+        """Drop the gradient: ``grad`` becomes None (the next backward sets it anew)."""
         self.grad = None
 
     def to(self, dtype):

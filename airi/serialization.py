@@ -92,6 +92,23 @@ def register_safe(cls):
     Only do this for your own classes: objects of an admitted class are rebuilt with
     ``cls.__new__(cls)`` and get their saved attributes (``__init__`` and
     ``__setstate__`` are not called), so a file can only fill in attributes.
+
+    Parameters
+    ----------
+    cls : type
+        A class defined at module level (not a builtin or an exception class).
+
+    Returns
+    -------
+    type
+        ``cls`` itself.
+
+    Raises
+    ------
+    TypeError
+        If ``cls`` is not a class.
+    ValueError
+        For builtins, exception classes and classes defined inside a function.
     """
     if not isinstance(cls, type):
         raise TypeError(f"register_safe expects a class, got {type(cls).__name__} {cls!r}")
@@ -106,7 +123,12 @@ def register_safe(cls):
 
 
 def unregister_safe(cls):
-    """Withdraw a class admitted with :func:`register_safe` (no error if it was not)."""
+    """Withdraw a class admitted with :func:`register_safe` (no error if it was not).
+
+    Parameters
+    ----------
+    cls : type
+    """
     key = (cls.__module__, cls.__qualname__)
     if _registry.get(key) is cls:
         del _registry[key]
@@ -118,6 +140,16 @@ def safe_classes(*classes):
 
         with airi.serialization.safe_classes(MyLayer):
             model = airi.load("model.pkl")
+
+    Parameters
+    ----------
+    *classes : type
+        Classes to admit, as with :func:`register_safe`.
+
+    Yields
+    ------
+    None
+        On exit the allowlist is restored to what it was before the block.
     """
     saved = dict(_registry)
     try:

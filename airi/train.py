@@ -22,12 +22,13 @@ import datetime
 import inspect
 import json
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+#: The console script's name; usage and error lines use :func:`prog_name`.
 PROG = "airi-train"
 DATASETS = ("mnist-subset", "mnist", "cifar10")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
@@ -69,10 +70,34 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def prog_name(argv0=None):
+    """The command as the user typed it, for usage and error lines.
+
+    Parameters
+    ----------
+    argv0 : str, optional
+        The program path (default ``sys.argv[0]``).
+
+    Returns
+    -------
+    str
+        ``"python -m airi.train"`` (or ``"python -m airi"``) when run as a module, whose
+        ``argv[0]`` is the module's file; ``"airi-train"`` for the console script and
+        anything else (e.g. ``main()`` called from Python).
+    """
+    path = Path(sys.argv[0] if argv0 is None else argv0 or "")
+    if path.parent.name == "airi":
+        if path.name == "train.py":
+            return "python -m airi.train"
+        if path.name == "__main__.py":
+            return "python -m airi"
+    return PROG
+
+
 def build_parser():
     """The argument parser (every option's default is None: see ``DEFAULTS``)."""
     p = _Parser(
-        prog=PROG,
+        prog=prog_name(),
         description="Train an airi model (default: LeNet on the bundled 4,000 + 1,000 "
                     "MNIST digits) and report its held-out accuracy.",
         epilog="outputs in --out: model.pkl (the best model, for airi.load), "
@@ -87,7 +112,9 @@ def build_parser():
     from .models import available_models
     p.add_argument("--model", metavar="NAME",
                    help="zoo model: " + ", ".join(available_models())
-                   + f" (default {DEFAULTS['model']})")
+                   + f" (default {DEFAULTS['model']}); each adapts to the data set's "
+                     "image size and channels, except zhou (28x28 digits only: "
+                     "mnist-subset, mnist)")
     p.add_argument("--dataset", choices=DATASETS,
                    help="mnist-subset: 5,000 digits shipped with airi (default); mnist: "
                         "the full 60,000 + 10,000 from the IDX files in --data-dir; "
@@ -181,6 +208,7 @@ def _validate(s):
         (0 <= s["momentum"] < 1, f"--momentum must be in [0, 1), got {s['momentum']}"),
         (s["weight_decay"] >= 0, f"--weight-decay must be >= 0, got {s['weight_decay']}"),
         (0 <= s["val_split"] < 1, f"--val-split must be in [0, 1), got {s['val_split']}"),
+        (s["seed"] >= 0, f"--seed must be >= 0, got {s['seed']}"),
         (s["limit"] is None or s["limit"] >= 10,
          f"--limit must be >= 10, got {s['limit']}"),
     ]
@@ -333,19 +361,25 @@ def _check_ranks_agree(run):
 
 # ------------------------------------------------------------------ outputs
 def _write_json_atomic(obj, path):
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, with the
+    permissions airi.save gives model files: the umask's for a new file, the old file's
+    when replacing one (not mkstemp's owner-only 0600)."""
+    from .serialization import _copy_mode, _fsync_directory
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "x") as f:        # "x": created with the umask's permissions
             json.dump(obj, f, indent=2)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        _copy_mode(path, tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_directory(path.parent)
 
 
 def _throughput(history, n_train):
@@ -367,6 +401,9 @@ def _write_plots(out, history, model, say):
             viz.plot_filters(first_conv, out / "filters.png")
         say(f"Plots written to {out / 'curves.png'}"
             + (f" and {out / 'filters.png'}" if first_conv is not None else ""))
+        if first_conv is None:
+            say("Note: filters.png skipped: the model has no Conv2D layer, so there are "
+                "no learned kernels to draw")
     except ImportError as exc:
         say(f"--plots skipped: {exc} (install matplotlib: pip install 'airi[plot]')")
     except Exception as exc:  # a picture is never worth losing the run's results
@@ -384,14 +421,14 @@ def main(argv=None):
     from . import distributed
     try:
         # Under mpiexec an error on one rank stops every rank (no rank left waiting).
-        with distributed.abort_on_failure(PROG, ignore=(UsageError,)):
+        with distributed.abort_on_failure(prog_name(), ignore=(UsageError,)):
             return _main(argv)
     except UsageError as exc:     # under mpiexec: raised on every rank, printed once
         if distributed.is_main():
-            print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+            print(f"{prog_name()}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:   # Ctrl-C before or after training (not during: see fit)
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{prog_name()}: interrupted", file=sys.stderr)
         return 130
 
 
@@ -518,7 +555,7 @@ def _main(argv):
         kept = (f"; last good checkpoint: {checkpoint}" if checkpoint.exists()
                 and "checkpoint" not in str(exc) else "")
         # Under mpiexec the message names the rank and every rank is stopped.
-        return distributed.fail(f"{PROG}: error: {_one_line(exc)}{kept}", 1)
+        return distributed.fail(f"{prog_name()}: error: {_one_line(exc)}{kept}", 1)
     if trainer.stop_reason == "interrupted":
         say(f"Interrupted: checkpoint saved to {checkpoint}; continue with: "
             f"python -m airi.train --resume {checkpoint}", always=True)

@@ -44,6 +44,7 @@ import warnings
 import numpy as np
 
 from . import _config
+from .model import call_forward
 
 __all__ = ["Trainer", "TrainingError", "Callback", "ModelCheckpoint", "EarlyStopping",
            "LocalContext"]
@@ -102,22 +103,59 @@ class Callback:
     """
 
     def on_train_begin(self, trainer):
-        pass
+        """Called once when ``fit`` starts, before the first epoch.
+
+        Parameters
+        ----------
+        trainer : Trainer
+        """
 
     def on_epoch_begin(self, trainer, epoch):
-        pass
+        """Called before each epoch.
+
+        Parameters
+        ----------
+        trainer : Trainer
+        epoch : int
+            The 1-based number of the epoch about to run.
+        """
 
     def on_epoch_end(self, trainer, record):
-        """``record``: the epoch's history entry (dict, see :meth:`Trainer.fit`)."""
+        """Called after each epoch (and its validation), before the checkpoint is saved.
+
+        Parameters
+        ----------
+        trainer : Trainer
+        record : dict
+            The epoch's history entry (see :meth:`Trainer.fit`): ``epoch``,
+            ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ...
+        """
 
     def on_train_end(self, trainer):
-        pass
+        """Called once when ``fit`` ends (completed, stopped early or interrupted).
+
+        Parameters
+        ----------
+        trainer : Trainer
+        """
 
     def state_dict(self):
+        """The callback's state, stored in checkpoints.
+
+        Returns
+        -------
+        dict
+            Plain values and arrays (empty for a stateless callback).
+        """
         return {}
 
     def load_state_dict(self, state):
-        pass
+        """Restore a state returned by :meth:`state_dict` (on resume).
+
+        Parameters
+        ----------
+        state : dict
+        """
 
 
 def _resolve_mode(monitor, mode):
@@ -188,6 +226,20 @@ class ModelCheckpoint(_MonitorMixin, Callback):
         self._init_monitor(monitor, mode, min_delta)
 
     def on_epoch_end(self, trainer, record):
+        """Save the model (on the main rank) if ``record[monitor]`` improved, or every
+        epoch with ``save_best_only=False``.
+
+        Parameters
+        ----------
+        trainer : Trainer
+        record : dict
+            The epoch's history entry; must hold the monitored metric.
+
+        Raises
+        ------
+        ValueError
+            If the monitored metric is missing from the record (e.g. no ``val``).
+        """
         value = self._current(record)
         improved = self._improved(value)
         if improved:
@@ -208,9 +260,22 @@ class ModelCheckpoint(_MonitorMixin, Callback):
             save(trainer.model, self.path)
 
     def state_dict(self):
+        """The best value and its epoch, for checkpoints.
+
+        Returns
+        -------
+        dict
+            ``best`` (float or None) and ``best_epoch`` (int or None).
+        """
         return {"best": self.best, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s ``best`` and ``best_epoch``.
+
+        Parameters
+        ----------
+        state : dict
+        """
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
 
 
@@ -248,9 +313,30 @@ class EarlyStopping(_MonitorMixin, Callback):
         self.stopped_epoch = None
 
     def on_train_begin(self, trainer):
+        """Reset :attr:`stopped_epoch` (the patience count survives a resume).
+
+        Parameters
+        ----------
+        trainer : Trainer
+        """
         self.stopped_epoch = None
 
     def on_epoch_end(self, trainer, record):
+        """Track the monitored metric; after ``patience`` epochs without improvement
+        set ``trainer.stop_training``. Keeps a copy of the best weights in memory when
+        ``restore_best_weights``.
+
+        Parameters
+        ----------
+        trainer : Trainer
+        record : dict
+            The epoch's history entry; must hold the monitored metric.
+
+        Raises
+        ------
+        ValueError
+            If the monitored metric is missing from the record (e.g. no ``val``).
+        """
         value = self._current(record)
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, record["epoch"], 0
@@ -266,6 +352,13 @@ class EarlyStopping(_MonitorMixin, Callback):
                          f"{self.best_epoch})")
 
     def on_train_end(self, trainer):
+        """Load the best epoch's weights into the model (``restore_best_weights``),
+        unless the last epoch was the best.
+
+        Parameters
+        ----------
+        trainer : Trainer
+        """
         if (self.restore_best_weights and self.best_weights is not None
                 and trainer.history and trainer.history[-1]["epoch"] != self.best_epoch):
             trainer.model.load_state_dict(self.best_weights)
@@ -273,10 +366,24 @@ class EarlyStopping(_MonitorMixin, Callback):
                          f"({self.monitor} {self.best:.5f})")
 
     def state_dict(self):
+        """Everything a resumed run needs to continue the count, for checkpoints.
+
+        Returns
+        -------
+        dict
+            ``best``, ``best_epoch``, ``wait`` (epochs without improvement) and
+            ``best_weights`` (the model's state_dict at the best epoch, or None).
+        """
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
                 "best_weights": self.best_weights}
 
     def load_state_dict(self, state):
+        """Restore a state returned by :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+        """
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
         self.wait = state.get("wait", 0)
         self.best_weights = state.get("best_weights")
@@ -342,6 +449,45 @@ def _check_pair(data, what):
     if len(X) == 0:
         raise ValueError(f"Trainer: {what} data is empty")
     return X, y
+
+
+def _is_classification(loss):
+    """Losses that need integer class labels."""
+    from .losses import CrossEntropyLoss, NLLLoss
+    return isinstance(loss, (CrossEntropyLoss, NLLLoss))
+
+
+def _check_data(data, what, loss):
+    """Check ``train``/``val`` before training starts, so that a bad validation set
+    fails at once and not after the first epoch: an (X, y) tuple or a loader's X/y must
+    be non-empty and of equal length, with integer labels (N,) for classification
+    losses. Plain iterables of batches can only be checked for emptiness."""
+    if _is_tuple_data(data):
+        X, y = _check_pair(data, what)
+    elif not hasattr(data, "__iter__"):
+        raise TypeError(f"Trainer: {what} data must be a DataLoader (any iterable of "
+                        f"(x, y) batches) or an (X, y) tuple, got {type(data).__name__}")
+    elif hasattr(data, "X") and hasattr(data, "y"):
+        X, y = _check_pair((data.X, data.y), what)
+    else:
+        if hasattr(data, "__len__") and len(data) == 0:
+            raise ValueError(f"Trainer: {what} data is empty")
+        return
+    if y is None or not _is_classification(loss):
+        return
+    y = np.asarray(y)
+    name = type(loss).__name__
+    if y.dtype.kind not in "iu":
+        hint = " (one-hot labels? pass y.argmax(axis=1))" if y.ndim == 2 else \
+            " (convert them, e.g. y.astype(np.int64))"
+        raise ValueError(f"Trainer: {what} labels must be integer class indices for "
+                         f"{name}, got dtype {y.dtype}{hint}")
+    if y.ndim != 1:
+        raise ValueError(f"Trainer: {what} labels must have shape (N,) (one class index "
+                         f"per sample) for {name}, got shape {y.shape}")
+    if y.min() < 0:
+        raise ValueError(f"Trainer: {what} labels must be >= 0 class indices for {name}, "
+                         f"got a minimum of {y.min()}")
 
 
 def _fmt_metric(name, value, digits=4):
@@ -472,7 +618,7 @@ class Trainer:
             Correct argmax predictions in the batch (None for non-classification).
         """
         self.optimizer.zero_grad()
-        out = self.model.forward(xb, training=True)
+        out = call_forward(self.model, xb, training=True)
         # Counted before the loss sees `out`: a loss may normalise its input in place.
         correct = _count_correct(out, yb)
         loss = float(self.loss(out, yb))
@@ -505,7 +651,7 @@ class Trainer:
         sums = np.zeros(3)   # loss * n, correct, n
         has_accuracy = True
         for xb, yb in self._batches(data, batch_size):
-            out = self.model.forward(xb, training=False)
+            out = call_forward(self.model, xb, training=False)
             correct = _count_correct(out, yb)
             n = len(xb)
             sums[0] += float(self.loss(out, yb)) * n
@@ -542,7 +688,7 @@ class Trainer:
             raise ValueError("Trainer.predict: X is empty")
         result = None
         for i in range(0, len(X), batch_size):
-            out = self.model.forward(X[i:i + batch_size], training=False)
+            out = call_forward(self.model, X[i:i + batch_size], training=False)
             if result is None:   # one allocation for the whole result
                 result = np.empty((len(X),) + out.shape[1:], dtype=out.dtype)
             result[i:i + len(out)] = out
@@ -561,7 +707,9 @@ class Trainer:
             The total number of epochs: after :meth:`load_checkpoint` training continues
             from the saved epoch up to ``epochs``, exactly as if never interrupted.
         val : DataLoader or (X, y) tuple, optional
-            Evaluated after every epoch (``val_loss``, ``val_accuracy``).
+            Evaluated after every epoch (``val_loss``, ``val_accuracy``). ``train`` and
+            ``val`` are checked before the first epoch (same number of X and y samples,
+            not empty, integer labels (N,) for CrossEntropyLoss/NLLLoss).
         callbacks : list of Callback, optional
             E.g. :class:`ModelCheckpoint`, :class:`EarlyStopping`.
         batch_size : int
@@ -582,6 +730,8 @@ class Trainer:
 
         Raises
         ------
+        ValueError
+            Bad ``train`` or ``val`` data (see above), before any training.
         TrainingError
             When the loss becomes NaN or infinite (names the epoch and batch).
         """
@@ -590,6 +740,9 @@ class Trainer:
             raise ValueError(f"Trainer.fit: epochs must be >= 1, got {epochs}")
         if int(batch_size) < 1:
             raise ValueError(f"Trainer.fit: batch_size must be >= 1, got {batch_size}")
+        _check_data(train, "training", self.loss)
+        if val is not None:
+            _check_data(val, "validation", self.loss)
         old_verbose = self.verbose
         if verbose is not None:
             self.verbose = bool(verbose)

@@ -269,6 +269,60 @@ def _filter_images(weights, channel):
     return [w.mean(axis=0) for w in weights], "grey"
 
 
+_FILTERS_EXPECTED = ("a Conv2D layer, a Sequential containing one, or conv weights of "
+                     "shape (F, C, kh, kw)")
+
+
+def _first_conv(layers):
+    """The first Conv2D in a list of layers, looking inside nested Sequentials."""
+    from .layers import Conv2D
+    for layer in layers:
+        if isinstance(layer, Conv2D):
+            return layer
+        inner = getattr(layer, "layers", None)
+        if isinstance(inner, list):
+            found = _first_conv(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _conv_weights(conv_layer):
+    """The float64 (F, C, kh, kw) weights ``plot_filters`` draws, from a Conv2D, a
+    model holding one, a Parameter or an array; ValueError for anything else."""
+    from .parameter import Parameter
+    given = type(conv_layer).__name__
+    layers = getattr(conv_layer, "layers", None)
+    if layers is None and isinstance(conv_layer, (list, tuple)) and conv_layer \
+            and all(callable(getattr(item, "forward", None)) for item in conv_layer):
+        layers = conv_layer                      # a plain list of layers (seed 001)
+    if isinstance(layers, (list, tuple)):
+        conv_layer = _first_conv(layers)
+        if conv_layer is None:
+            names = ", ".join(type(layer).__name__ for layer in layers) or "no layers"
+            raise ValueError(f"plot_filters: expected {_FILTERS_EXPECTED}; got a {given} "
+                             f"without a Conv2D layer ({names})")
+    weights = conv_layer
+    if not isinstance(conv_layer, (np.ndarray, Parameter, list, tuple)):
+        params = getattr(conv_layer, "params", None)
+        weights = params.get("W") if isinstance(params, dict) else None
+        if weights is None:
+            weights = getattr(conv_layer, "W", None)
+        if weights is None:
+            raise ValueError(f"plot_filters: expected {_FILTERS_EXPECTED}, got {given}")
+    try:
+        weights = np.asarray(_as_array(weights), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"plot_filters: expected {_FILTERS_EXPECTED}, got {given} that "
+                         "is not a numeric array") from None
+    if weights.ndim != 4:
+        holder = "" if given in ("ndarray", "Parameter", "list", "tuple") else \
+            f"a {given} whose weights have "
+        raise ValueError(f"plot_filters: expected {_FILTERS_EXPECTED}, got {holder}shape "
+                         f"{weights.shape}")
+    return weights
+
+
 def filter_grid_size(num_filters):
     """(columns, rows) of the grid ``plot_filters`` draws for ``num_filters`` kernels."""
     cols = max(1, min(int(num_filters), FILTER_COLUMNS))
@@ -281,9 +335,10 @@ def plot_filters(conv_layer, path, channel=None, title=None):
 
     Parameters
     ----------
-    conv_layer : Conv2D, Parameter or ndarray
-        A layer with a weight Parameter ``W`` of shape (F, C, kh, kw), that Parameter,
-        or the array itself.
+    conv_layer : Conv2D, Sequential, Parameter or ndarray
+        A convolution layer (weight ``W`` of shape (F, C, kh, kw)), that Parameter, or
+        the array itself. A Sequential (or a list of layers, as in seed 001) shows its
+        first Conv2D layer.
     path : str or os.PathLike
         Where to write the PNG.
     channel : int, optional
@@ -294,6 +349,12 @@ def plot_filters(conv_layer, path, channel=None, title=None):
     title : str, optional
         Defaults to "F learned kernels (C x kh x kw)".
 
+    Raises
+    ------
+    ValueError
+        For a model without a Conv2D layer, or anything that is not a convolution or
+        its (F, C, kh, kw) weights (the message says what was given).
+
     Returns
     -------
     str
@@ -301,12 +362,7 @@ def plot_filters(conv_layer, path, channel=None, title=None):
         100 x 100-pixel cells, under a 30-pixel title band: for F = 8 the picture is
         800 x 130 pixels, for F = 16 it is 800 x 230 (see :func:`filter_grid_size`).
     """
-    weights = conv_layer
-    if hasattr(conv_layer, "params") and "W" in getattr(conv_layer, "params", {}):
-        weights = conv_layer.params["W"]
-    elif hasattr(conv_layer, "W"):
-        weights = conv_layer.W
-    weights = np.asarray(_as_array(weights), dtype=np.float64)
+    weights = _conv_weights(conv_layer)
     images, mode = _filter_images(weights, channel)
     n_filters = len(images)
     cols, rows = filter_grid_size(n_filters)

@@ -176,6 +176,22 @@ def test_stale_extension_falls_back_with_a_warning_in_a_fresh_process():
     assert "API_VERSION 999" in message and "/old/site-packages" in message
 
 
+# ----------------------------------------------------------------------- seed
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3", None, [1, 2]])
+def test_seed_rejects_anything_but_a_non_negative_int(bad):
+    state = _config.get_rng_state()
+    with pytest.raises(ValueError, match=r"airi\.seed: n must be a non-negative int, got "):
+        airi.seed(bad)
+    assert _config.get_rng_state() == state          # the generator is left alone
+
+
+def test_seed_accepts_python_and_numpy_ints():
+    airi.seed(np.int64(7))
+    a = _config.get_rng().random()
+    airi.seed(7)
+    assert _config.get_rng().random() == a
+
+
 # -------------------------------------------------------------------- threads
 def test_set_num_threads():
     airi.set_num_threads(3)

@@ -116,7 +116,7 @@ def test_help_explains_the_options(capsys):
     (["--dataset", "mnist", "--data-dir", "/nonexistent/airi"], "/nonexistent/airi"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent/airi"], "/nonexistent/airi"),
     (["--resume", "/nonexistent/checkpoint.pkl"], "no such file"),
-    (["--model", "airi_cifar"], "does not fit mnist-subset"),
+    (["--seed", "-1"], "--seed must be >= 0"),
     (["--frobnicate"], "unrecognized arguments"),
 ])
 def test_user_errors_exit_nonzero_with_one_line(tmp_path, args, message):
@@ -124,8 +124,71 @@ def test_user_errors_exit_nonzero_with_one_line(tmp_path, args, message):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert message in lines[0] and lines[0].startswith("airi-train: error:")
+    # Run as a module: the message says how it was run, not the console script's name.
+    assert message in lines[0] and lines[0].startswith("python -m airi.train: error:")
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_usage_line_names_the_command_as_it_was_run():
+    result = run_cli("--frobnicate")
+    assert result.stderr.startswith("python -m airi.train: error: unrecognized arguments")
+    assert run_cli("--help").stdout.startswith("usage: python -m airi.train ")
+
+
+@pytest.mark.parametrize("argv0, prog", [
+    ("/usr/local/bin/airi-train", "airi-train"),
+    ("/site-packages/airi/train.py", "python -m airi.train"),
+    ("/site-packages/airi/__main__.py", "python -m airi"),
+    ("/usr/bin/pytest", "airi-train"),
+    ("", "airi-train"),
+])
+def test_prog_name_follows_argv0(argv0, prog, monkeypatch):
+    from airi.train import build_parser, prog_name
+    assert prog_name(argv0) == prog
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert build_parser().prog == prog
+
+
+def test_help_says_which_model_is_for_digits_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "except zhou (28x28 digits only: mnist-subset, mnist)" in text
+
+
+def test_metrics_json_gets_the_umask_permissions(tmp_path, capsys):
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        assert main(["--epochs", "1", "--out", str(out), *SHORT]) == 0
+    finally:
+        os.umask(old)
+    mode = (out / "metrics.json").stat().st_mode & 0o777
+    assert mode == 0o644 == (out / "model.pkl").stat().st_mode & 0o777   # not 0o600
+    (out / "metrics.json").chmod(0o640)                 # a replaced file keeps its mode
+    from airi.train import _write_json_atomic
+    _write_json_atomic({"a": 1}, out / "metrics.json")
+    assert (out / "metrics.json").stat().st_mode & 0o777 == 0o640
+    assert read_metrics(out) == {"a": 1} and not list(out.glob(".*.tmp"))
+
+
+def test_airi_cifar_trains_on_digits(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--model", "airi_cifar", "--epochs", "1", "--limit", "100",
+                 "--batch-size", "50", "--out", str(out), "--quiet"]) == 0
+    model = airi.load(out / "model.pkl")
+    assert model[0].W.shape == (16, 1, 5, 5) and model[5].W.shape == (6400, 120)
+    assert read_metrics(out)["model"] == "airi_cifar"
+
+
+def test_zhou_does_not_fit_cifar10(tmp_path, capsys):
+    write_small_cifar(tmp_path / "data")
+    assert main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
+                 "--model", "zhou", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("airi-train: error: model zhou does not fit cifar10 images of "
+                          "shape (3, 32, 32)")
+    assert len(err.splitlines()) == 1
 
 
 def test_resume_rejects_a_model_file(tmp_path, capsys):
@@ -155,6 +218,16 @@ def test_plots_are_written_or_skipped_with_a_message(tmp_path, capsys):
     else:
         assert (out / "curves.png").stat().st_size > 0
         assert (out / "filters.png").stat().st_size > 0
+
+
+def test_plots_note_that_filters_are_skipped_without_a_conv_layer(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    assert main(["--epochs", "1", "--out", str(out), "--plots", "--model", "mlp",
+                 "--limit", "100", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "curves.png").stat().st_size > 0 and not (out / "filters.png").exists()
+    assert "Note: filters.png skipped: the model has no Conv2D layer" in printed
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):

@@ -282,13 +282,17 @@ def test_resume_on_two_ranks_continues_exactly(cli_runs):
     assert metrics["world_size"] == 2 and len(metrics["history"]) == 2
 
 
+# The CLI run as "python -m airi.train" names itself so in its error lines.
+CLI_ERROR = "python -m airi.train: error"
+
+
 @needs_mpi
 def test_cli_usage_error_on_every_rank_is_reported_once(tmp_path):
     code, stdout, stderr, seconds = run_job(
         ["-m", "airi.train", "--dataset", "mnist", "--data-dir", tmp_path / "missing",
          "--out", tmp_path / "out"], cwd=tmp_path)
     assert code != 0
-    errors = [line for line in stderr.splitlines() if line.startswith("airi-train: error")]
+    errors = [line for line in stderr.splitlines() if line.startswith(CLI_ERROR)]
     assert len(errors) == 1, stderr
     assert seconds < FAULT_DEADLINE
 
@@ -301,8 +305,8 @@ def test_cli_failure_on_one_rank_at_start_up_stops_all_with_one_message(tmp_path
         None, cwd=tmp_path, programs=[common, common + ["--model", "nonexistent"]])
     assert code != 0
     assert seconds < FAULT_DEADLINE
-    errors = [ln for ln in stderr.splitlines() if ln.startswith("airi-train: error")]
-    assert errors == ["airi-train: error: rank 1: unknown model 'nonexistent'; available: "
+    errors = [ln for ln in stderr.splitlines() if ln.startswith(CLI_ERROR)]
+    assert errors == [f"{CLI_ERROR}: rank 1: unknown model 'nonexistent'; available: "
                       + ", ".join(airi.models.available_models())], stderr
 
 
@@ -312,7 +316,7 @@ def test_cli_ranks_with_different_settings_fail_at_start_up(tmp_path):
     code, stdout, stderr, seconds = run_job(None, cwd=tmp_path,
                                             programs=[common + ["100"], common + ["120"]])
     assert code != 0
-    errors = [ln for ln in stderr.splitlines() if ln.startswith("airi-train: error")]
+    errors = [ln for ln in stderr.splitlines() if ln.startswith(CLI_ERROR)]
     assert len(errors) == 1, stderr
     assert "rank 1 has settings limit 120, rank 0 has 100" in errors[0]
     assert not (tmp_path / "out" / "metrics.json").exists()

@@ -401,7 +401,9 @@ def test_init_functions():
 def test_bad_input_messages(rng):
     f32 = np.float32
     conv = Conv2D(in_channels=3, num_filters=4, filter_size=3)
-    with pytest.raises(ValueError, match=r"Conv2D: expected a 4-D input, got shape \(3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"Conv2D: expected \(N, C, H, W\) input \(4-D\), got "
+                                         r"shape \(3, 8, 8\); a batch of one-channel images "
+                                         r"needs a channel axis: x\[:, None\]"):
         conv(np.zeros((3, 8, 8), f32))
     with pytest.raises(ValueError, match=r"Conv2D: expected input of shape \(\*, 3, \*, \*\), "
                                          r"got \(2, 1, 8, 8\)"):
@@ -421,7 +423,7 @@ def test_bad_input_messages(rng):
     with pytest.raises(ValueError, match=r"Linear: expected a 2-D input \(N, 9216\), got shape "
                                          r"\(2, 16, 24, 24\); add a Flatten\(\)"):
         lin(np.zeros((2, 16, 24, 24), f32))
-    with pytest.raises(ValueError, match="MaxPool2D: expected a 4-D input"):
+    with pytest.raises(ValueError, match=r"MaxPool2D: expected \(N, C, H, W\) input \(4-D\)"):
         MaxPool2D()(np.zeros((2, 4, 4), f32))
     with pytest.raises(ValueError, match=r"AvgPool2D: input of shape \(1, 1, 2, 2\) is smaller"):
         AvgPool2D(3)(np.zeros((1, 1, 2, 2), f32))
@@ -443,6 +445,36 @@ def test_bad_input_messages(rng):
         Conv2D(3, 4, 3, stride=0)
     with pytest.raises(ValueError, match="MaxPool2D"):
         MaxPool2D(0)
+
+
+def test_check_input_describes_the_layout_and_hints_at_the_fix():
+    from airi.layers.base import Layer
+
+    class Custom(Layer):
+        def forward(self, x, training=None):
+            return self._check_input(x, ndim=3, expected="(N, C, L)")
+
+    with pytest.raises(ValueError, match=r"^Custom: expected \(N, C, L\) input \(3-D\), got "
+                                         r"shape \(2, 5\)$"):
+        Custom()(np.zeros((2, 5), np.float32))
+    pool = MaxPool2D()
+    with pytest.raises(ValueError, match=r"x\.reshape\(-1, 1, 28, 28\)"):
+        pool(np.zeros((2, 784), np.float32))      # flat images given to a 4-D layer
+    with pytest.raises(ValueError, match=r"^Flatten: expected a 3-D input, got shape"):
+        Flatten()._check_input(np.zeros((2, 3), np.float32), ndim=3)   # no layout known
+
+
+@pytest.mark.parametrize("bad", [3.5, 0, -1, True, "3", None])
+def test_positive_int_rejects_non_sizes(bad):
+    from airi.layers.base import _positive_int
+    with pytest.raises(ValueError, match=r"Linear: input_size must be a positive int, got "):
+        _positive_int(bad, "input_size", "Linear")
+
+
+def test_positive_int_accepts_python_and_numpy_ints():
+    from airi.layers.base import _positive_int
+    assert _positive_int(np.int64(3), "n", "X") == 3 and type(_positive_int(2, "n", "X")) is int
+
 
 
 def test_softmax_label_errors(rng):

@@ -69,6 +69,27 @@ def test_every_model_trains_a_step():
                    for p in model.parameters()), name
 
 
+@pytest.mark.parametrize("in_channels, image_size, linear_inputs", [
+    (3, 32, 9216),           # CIFAR-10, the seed's model
+    (1, 28, 16 * 20 * 20),   # MNIST
+    (3, 9, 16),              # the smallest image it takes
+])
+def test_airi_cifar_follows_the_image_size(in_channels, image_size, linear_inputs):
+    model = models.airi_cifar(in_channels=in_channels, image_size=image_size)
+    assert model[0].W.shape == (16, in_channels, 5, 5)
+    assert model[5].W.shape == (linear_inputs, 120)
+    x = np.zeros((2, in_channels, image_size, image_size), dtype=np.float32)
+    assert model.forward(x, training=False).shape == (2, 10)
+
+
+def test_airi_cifar_rejects_too_small_images():
+    with pytest.raises(ValueError, match="airi_cifar: image_size must be at least 9"):
+        models.airi_cifar(image_size=8)
+    with pytest.raises(ValueError, match="airi_cifar: image_size must be a positive int, "
+                                         "got 28.5"):
+        models.airi_cifar(image_size=28.5)      # not silently truncated to 28
+
+
 def test_zhou_is_seed_000():
     model = models.zhou()
     conv, linear = model[0], model[-1]

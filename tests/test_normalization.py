@@ -284,6 +284,21 @@ def test_bad_constructor_arguments(kwargs):
         BatchNorm1D(**kwargs)
 
 
+@pytest.mark.parametrize("bad", [3.5, True, "4", 0])
+def test_num_features_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match=r"BatchNorm2D: num_features must be a positive int, "
+                                         f"got {bad!r}"):
+        BatchNorm2D(bad)
+    assert BatchNorm2D(np.int32(3)).num_features == 3
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, True, "0.5", None])
+def test_dropout_p_must_be_a_probability(bad):
+    with pytest.raises(ValueError, match=r"Dropout: p must be a probability in \[0, 1\]"):
+        Dropout(bad)
+    assert Dropout(np.float32(0.25)).p == 0.25 and Dropout(1).p == 1.0
+
+
 # --------------------------------------------------------------------- Dropout
 def test_dropout_train_masks_and_scales():
     airi.seed(0)

@@ -82,6 +82,43 @@ def test_seed_style_user_layer_works_inside():
     assert [n for n, _ in model.named_parameters()] == ["1.W", "1.b"]
 
 
+def test_seed_style_layer_gets_no_training_argument_anywhere():
+    """Trainer.fit/evaluate/predict, forward(training=...) and summary pass
+    ``training=`` only to layers whose forward takes it (review finding 2)."""
+    from airi.model import _TAKES_TRAINING, call_forward
+    airi.seed(0)
+    model = Sequential(Linear(2, 3, dtype=np.float64), SeedStyleLayer())
+    x = _x((6, 2))
+    y = np.arange(6) % 3
+    np.testing.assert_allclose(model.forward(x, training=True),
+                               model.forward(x, training=False))
+    assert "SeedStyleLayer" in model.summary((2,))
+    trainer = airi.Trainer(model, CrossEntropyLoss(),
+                           airi.optim.SGD(model.parameters(), lr=0.1), verbose=False)
+    history = trainer.fit((x, y), epochs=2, val=(x, y), batch_size=3)
+    assert len(history) == 2 and history[-1]["val_loss"] is not None
+    assert trainer.evaluate((x, y))["samples"] == 6
+    assert trainer.predict(x).shape == (6, 3)
+    # The signature is inspected once per class and remembered.
+    assert _TAKES_TRAINING[SeedStyleLayer] is False
+    assert _TAKES_TRAINING[Linear] is True
+    np.testing.assert_array_equal(call_forward(SeedStyleLayer(), x, True), 2 * x)
+
+
+def test_gradcheck_of_a_seed_style_layer_and_of_non_layers():
+    errors = airi.gradcheck(SeedStyleLayer(), _x((3, 2)))   # no params: still a layer
+    assert set(errors) == {"input"} and errors["input"] < 1e-8
+    errors = airi.gradcheck(Sequential(SeedStyleLayer(), Linear(2, 2)), _x((3, 2)))
+    assert max(errors.values()) < 1e-6
+    assert airi.gradcheck(CrossEntropyLoss(), (_x((3, 4)), np.array([0, 3, 1])))["input0"] \
+        < 1e-6                                               # a loss is still a loss
+    with pytest.raises(TypeError, match=r"gradcheck: expected a layer \(forward\(x\) and "
+                                        r"backward\(dout\).*or a loss.*got function"):
+        airi.gradcheck(lambda x: x ** 2, _x((3, 2)))
+    with pytest.raises(TypeError, match="got int"):
+        airi.gradcheck(3, _x((3, 2)))
+
+
 def test_nested_sequential():
     inner = Sequential(Linear(3, 3), Relu())
     model = Sequential(inner, Linear(3, 2))
@@ -140,6 +177,61 @@ def test_train_eval_propagate_and_explicit_argument():
     assert not np.array_equal(model[1].running_mean, rm)
     assert all(layer.training is False for layer in model)
     assert model.train() is model and all(layer.training for layer in model)
+
+
+def test_layers_added_later_take_the_models_mode():
+    model = Sequential(Linear(3, 3), Relu()).eval()
+    model.append(Dropout(0.5))
+    model.insert(0, BatchNorm1D(3))
+    model[2] = Relu()
+    assert model.training is False
+    assert [layer.training for layer in model] == [False, False, False, False]
+    x = _x((4, 3))
+    np.testing.assert_array_equal(model(x), model(x))        # eval: no dropout noise
+    model.train()
+    model.append(Dropout(0.1))
+    model[0] = BatchNorm1D(3).eval()
+    assert model.training is True and all(layer.training for layer in model)
+    assert isinstance(model[1], Linear) and len(model) == 5
+
+
+def test_a_new_sequential_takes_its_mode_from_its_layers():
+    assert Sequential(Linear(2, 2).eval(), Relu().eval()).training is False
+    mixed = Sequential(Linear(2, 2).eval(), Relu())
+    assert mixed.training is True and mixed[0].training is False   # modes kept
+    assert Sequential().training is True and Sequential(SeedStyleLayer()).training is True
+
+
+# ------------------------------------------------------------------------ errors
+def test_forward_and_backward_errors_name_the_failing_layer():
+    model = Sequential(Flatten(), Linear(4, 3))
+    with pytest.raises(ValueError, match=r"^Sequential layer 1 \(Linear\): Linear: expected "
+                                         r"input of shape \(\*, 4\), got \(2, 5\)") as info:
+        model(_x((2, 5)))
+    assert isinstance(info.value.__cause__, ValueError)
+    assert str(info.value.__cause__).startswith("Linear: expected")
+    with pytest.raises(RuntimeError, match=r"^Sequential layer 1 \(Linear\): Linear: "
+                                           "backward called before forward"):
+        model.backward(np.ones((2, 3)))
+    nested = Sequential(Sequential(Relu(), Linear(4, 3)))
+    with pytest.raises(ValueError, match=r"Sequential layer 0 \(Sequential\): Sequential "
+                                         r"layer 1 \(Linear\)"):
+        nested(_x((2, 5)))
+
+
+def test_errors_of_custom_classes_keep_their_class_and_attributes():
+    class ShapeError(ValueError):
+        def __init__(self, message, code=None):
+            super().__init__(message)
+            self.code = code
+
+    class Picky(SeedStyleLayer):
+        def forward(self, x):
+            raise ShapeError("too wide", code=7)
+
+    with pytest.raises(ShapeError, match=r"Sequential layer 1 \(Picky\): too wide") as info:
+        Sequential(Relu(), Picky())(_x((2, 2)))
+    assert info.value.code == 7
 
 
 # ------------------------------------------------------------------------ state
@@ -211,6 +303,19 @@ def test_summary_of_a_small_convnet():
     assert f"Trainable params: {total:,}" in text
     assert "Input shape: (None, 1, 28, 28)" in text
     assert text.index("Conv2D") < text.index("MaxPool2D") < text.index("Linear")
+
+
+def test_summary_counts_buffers_as_non_trainable_params():
+    model = Sequential(Linear(4, 3), BatchNorm1D(3), Sequential(BatchNorm1D(3)))
+    text = model.summary((4,))
+    lines = text.splitlines()
+    batchnorm = next(line for line in lines if "BatchNorm1D" in line)
+    assert batchnorm.split()[-1] == "12"           # gamma, beta + running mean, var
+    nested = next(line for line in lines if "2: Sequential" in line)
+    assert nested.split()[-1] == "12"
+    assert "Trainable params: 27" in text          # 15 + 6 + 6
+    assert "Non-trainable params: 12" in text      # two running means and variances
+    assert "Total params: 39" in text
 
 
 def test_summary_does_not_disturb_caches_stats_or_mode():

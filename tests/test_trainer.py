@@ -175,6 +175,63 @@ def test_bad_inputs_raise_clear_errors(blobs):
         trainer.fit(42, epochs=1)
 
 
+@pytest.mark.parametrize("val_of, message", [
+    (lambda X, y: (X, y[:-1]), "validation X has 30 samples but y has 29"),
+    (lambda X, y: (X[:0], y[:0]), "validation data is empty"),
+    (lambda X, y: (X, y.astype(np.float64)), "validation labels must be integer class "
+                                            "indices for CrossEntropyLoss, got dtype float64"),
+    (lambda X, y: (X, np.eye(3, dtype=np.int64)[y]), r"validation labels must have shape "
+                                                     r"\(N,\)"),
+    (lambda X, y: (X, y - 1), "validation labels must be >= 0"),
+    (lambda X, y: DataLoader(X, y.astype(np.float32), batch_size=8), "must be integer"),
+    (lambda X, y: [], "validation data is empty"),
+    (lambda X, y: 42, "validation data must be a DataLoader"),
+])
+def test_fit_checks_val_before_the_first_epoch(blobs, val_of, message):
+    train, (X_val, y_val) = blobs
+    trainer = make_trainer()
+    before = weights(trainer.model)
+    with pytest.raises((ValueError, TypeError), match=message):
+        trainer.fit(train, epochs=1, val=val_of(X_val, y_val))
+    assert trainer.history == [] and trainer.epoch == 0   # nothing was trained
+    assert_same_weights(weights(trainer.model), before)
+
+
+def test_fit_checks_training_labels_for_classification_only(blobs):
+    (X, y), _ = blobs
+    with pytest.raises(ValueError, match="training labels must be integer class indices"):
+        make_trainer().fit((X, y.astype(np.float32)), epochs=1)
+    airi.seed(0)
+    model = Sequential(Linear(4, 1, dtype=np.float64))
+    trainer = Trainer(model, airi.MSELoss(), SGD(model.parameters(), lr=0.01),
+                      verbose=False)
+    history = trainer.fit((X, y.astype(np.float64)[:, None]), epochs=1,
+                          val=(X, y.astype(np.float64)[:, None]))
+    assert history[0]["val_loss"] is not None           # float targets are fine for MSE
+
+
+def test_progress_bar_stays_quiet_when_output_is_not_a_terminal(blobs, capfd, monkeypatch):
+    pytest.importorskip("tqdm")
+    train, val = blobs
+    make_trainer(verbose=True).fit(train, epochs=2, val=val, batch_size=10)
+    out, err = capfd.readouterr()           # captured at the file descriptors: no TTY
+    assert err == ""
+    assert "\r" not in out and "batch/s" not in out and "\u2588" not in out
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("epoch ") for line in lines)
+    assert "val_acc" in lines[0] and "img/s" in lines[0]
+
+    # Control: the same run on a "terminal" does draw a bar (so the test above can fail).
+    class FakeTerminal(__import__("io").StringIO):
+        def isatty(self):
+            return True
+
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    make_trainer(verbose=True).fit(train, epochs=1, batch_size=10)
+    assert "\r" in terminal.getvalue() and "epoch 1/1" in terminal.getvalue()
+
+
 def test_fit_counts_epochs_in_total(blobs, capsys):
     train, _ = blobs
     trainer = make_trainer(verbose=True)

@@ -120,6 +120,34 @@ def test_plot_filters_accepts_arrays_and_a_chosen_channel(mpl, tmp_path):
         viz.plot_filters(np.zeros((3, 3)), path)
 
 
+def test_plot_filters_of_a_model_shows_its_first_conv(mpl, tmp_path):
+    model = small_convnet()                        # first Conv2D: 6 kernels of 1x3x3
+    path = tmp_path / "model.png"
+    assert_picture(path, viz.plot_filters(model, path), (600, 130))
+    nested = Sequential(Flatten(), Sequential(Relu(), Conv2D(2, 3, 3)))
+    assert_picture(path, viz.plot_filters(nested, path), (300, 130))
+    layers = [Conv2D(3, 16, 5), Relu()]           # a seed-001 list of layers
+    assert_picture(path, viz.plot_filters(layers, path), (800, 230))
+
+
+@pytest.mark.parametrize("given, got", [
+    (Sequential([Flatten(), Linear(4, 2)]),
+     r"; got a Sequential without a Conv2D layer \(Flatten, Linear\)"),
+    (Sequential(), r"; got a Sequential without a Conv2D layer \(no layers\)"),
+    (Linear(3, 2), r", got a Linear whose weights have shape \(3, 2\)"),
+    (len, ", got builtin_function_or_method"),
+    ("conv", ", got str"),
+    (np.zeros((2, 3, 3)), r", got shape \(2, 3, 3\)"),
+])
+def test_plot_filters_says_what_it_expected_and_what_it_got(tmp_path, given, got):
+    # Raised before matplotlib is needed: runs without the plot extra too.
+    expected = (r"plot_filters: expected a Conv2D layer, a Sequential containing one, or "
+                r"conv weights of shape \(F, C, kh, kw\)")
+    with pytest.raises(ValueError, match=expected + got):
+        viz.plot_filters(given, tmp_path / "f.png")
+    assert not (tmp_path / "f.png").exists()
+
+
 # ----------------------------------------------------------------------- feature maps
 def test_plot_feature_maps_default_layers(mpl, tmp_path):
     model = small_convnet()

@@ -5,7 +5,9 @@
 #     out = np.matmul(W.reshape(F, C*kh*kw), cols)        # (N, F, Ho*Wo)
 # which is already NCHW after a free reshape to (N, F, Ho, Wo); the backward pass is
 #     dW = sum_n dout[n] @ cols[n].T    and    dcols = W2.T @ dout   (batched)
-# with no transposing copy anywhere. benchmarks/bench_layout.py measured the three
+# with no transposing copy anywhere. (airi.layers.Conv2D runs these on chunks of a few
+# samples, ~2 MB of columns, through im2col_into / col2im_from on one thread each,
+# from airi's own threads: see airi/_parallel.py and the Conv2D docstring.) benchmarks/bench_layout.py measured the three
 # candidate layouts: float32, 2 threads, ms for forward (im2col + GEMM + copies to
 # NCHW) / backward (copies of dout + GEMMs + col2im), 2-core machine, quiet moment:
 #
@@ -48,7 +50,7 @@ import numpy as np
 
 # Bumped whenever a signature or a result convention changes; airi._backend refuses a
 # compiled module (e.g. a stale one from an installed copy) whose version differs.
-API_VERSION = 1
+API_VERSION = 2
 
 
 # Below this many elements a call takes some tens of microseconds: starting and joining

@@ -9,7 +9,11 @@ Shapes (NCHW, no padding)::
     avgpool_forward(x, kh, kw, sh, sw, num_threads)          -> out (N, C, Ho, Wo)
     avgpool_backward(dout, H, W, kh, kw, sh, sw, num_threads) -> dx (N, C, H, W)
 
-with Ho = (H - kh) // sh + 1 and Wo likewise. ``argmax`` is the flat index
+with Ho = (H - kh) // sh + 1 and Wo likewise. Each has an ``..._into`` twin that writes
+into caller-provided C-contiguous arrays instead (``maxpool_forward_into(x, out, argmax,
+...)``, ``maxpool_backward_into(dout, argmax, dx, ...)``, ``avgpool_forward_into(x, out,
+...)``, ``avgpool_backward_into(dout, dx, ...)``): airi._backend runs them on chunks of
+the batch from its own threads (one OpenMP thread each), see airi/_parallel.py. ``argmax`` is the flat index
 ``row * W + col`` inside the H x W plane of the FIRST maximum of each window in
 row-major window order (a NaN counts as a maximum, the first NaN wins), exactly like
 ``np.argmax`` in the NumPy twin, so ties give the same answer on both backends and the
@@ -27,7 +31,7 @@ import numpy as np
 
 # Bumped whenever a signature or a result convention changes; airi._backend refuses a
 # compiled module (e.g. a stale one from an installed copy) whose version differs.
-API_VERSION = 1
+API_VERSION = 2
 
 
 # Below this many elements a call takes some tens of microseconds: starting and joining
@@ -207,44 +211,55 @@ cdef Py_ssize_t _maxpool_backward_plane(const floating* dout, const Py_ssize_t* 
     return bad
 
 
-def maxpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
-                    Py_ssize_t sh, Py_ssize_t sw, int num_threads):
-    """x (N, C, H, W) -> out (N, C, Ho, Wo), argmax (N, C, Ho, Wo) np.intp."""
+def maxpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                         Py_ssize_t[:, :, :, ::1] argmax, Py_ssize_t kh, Py_ssize_t kw,
+                         Py_ssize_t sh, Py_ssize_t sw, int num_threads):
+    """Write the max of each window of x (N, C, H, W) into out and its flat index into
+    argmax, both (N, C, Ho, Wo) and C-contiguous."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho, Wo, plane
     Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
+    _check_shape("maxpool_forward_into: out", out.shape, (N, C, Ho, Wo))
+    _check_shape("maxpool_forward_into: argmax", argmax.shape, (N, C, Ho, Wo))
+    if N * C == 0:
+        return
     cdef int nt = _team_size(N * C * H * W, num_threads)
-    dtype = np.float32 if floating is float else np.float64
-    out = np.empty((N, C, Ho, Wo), dtype=dtype)
-    argmax = np.empty((N, C, Ho, Wo), dtype=np.intp)
-    cdef floating[:, :, :, ::1] out_v = out
-    cdef Py_ssize_t[:, :, :, ::1] arg_v = argmax
     cdef const floating* src = &x[0, 0, 0, 0]
-    cdef floating* dst = &out_v[0, 0, 0, 0]
-    cdef Py_ssize_t* arg = &arg_v[0, 0, 0, 0]
+    cdef floating* dst = &out[0, 0, 0, 0]
+    cdef Py_ssize_t* arg = &argmax[0, 0, 0, 0]
     for plane in prange(N * C, nogil=True, schedule="guided", num_threads=nt):
         _maxpool_plane(src + plane * H * W, dst + plane * Ho * Wo, arg + plane * Ho * Wo,
                        H, W, kh, kw, sh, sw, Ho, Wo)
+
+
+def maxpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
+                    Py_ssize_t sh, Py_ssize_t sw, int num_threads):
+    """x (N, C, H, W) -> out (N, C, Ho, Wo), argmax (N, C, Ho, Wo) np.intp."""
+    cdef Py_ssize_t Ho, Wo
+    Ho, Wo = _out_hw(x.shape[2], x.shape[3], kh, kw, sh, sw)
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=dtype)
+    argmax = np.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=np.intp)
+    maxpool_forward_into(x, out, argmax, kh, kw, sh, sw, num_threads)
     return out, argmax
 
 
-def maxpool_backward(const floating[:, :, :, ::1] dout, const Py_ssize_t[:, :, :, ::1] argmax,
-                     Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
-                     Py_ssize_t sh, Py_ssize_t sw, int num_threads):
-    """dout (N, C, Ho, Wo), argmax (same shape) -> dx (N, C, H, W)."""
-    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], Ho, Wo, plane, bad = 0
+def maxpool_backward_into(const floating[:, :, :, ::1] dout,
+                          const Py_ssize_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx,
+                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                          int num_threads):
+    """Overwrite dx (N, C, H, W) with dout (N, C, Ho, Wo) routed to the argmax positions."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t Ho, Wo, plane, bad = 0
     Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
-    if (dout.shape[2], dout.shape[3]) != (Ho, Wo) or \
-            tuple(argmax.shape)[:4] != tuple(dout.shape)[:4]:
-        raise ValueError(f"maxpool_backward: dout {tuple(dout.shape)[:4]} and argmax "
-                         f"{tuple(argmax.shape)[:4]} must both be {(N, C, Ho, Wo)}")
+    _check_shape("maxpool_backward_into: dout", dout.shape, (N, C, Ho, Wo))
+    _check_shape("maxpool_backward_into: argmax", argmax.shape, (N, C, Ho, Wo))
+    if N * C == 0:
+        return
     cdef int nt = _team_size(N * C * H * W, num_threads)
-    dtype = np.float32 if floating is float else np.float64
-    dx = np.empty((N, C, H, W), dtype=dtype)
-    cdef floating[:, :, :, ::1] dx_v = dx
     cdef const floating* src = &dout[0, 0, 0, 0]
     cdef const Py_ssize_t* arg = &argmax[0, 0, 0, 0]
-    cdef floating* dst = &dx_v[0, 0, 0, 0]
+    cdef floating* dst = &dx[0, 0, 0, 0]
     for plane in prange(N * C, nogil=True, schedule="guided",
                         num_threads=nt):
         bad += _maxpool_backward_plane(src + plane * Ho * Wo, arg + plane * Ho * Wo,
@@ -252,6 +267,21 @@ def maxpool_backward(const floating[:, :, :, ::1] dout, const Py_ssize_t[:, :, :
     if bad:
         raise ValueError(f"maxpool_backward: {bad} argmax entries lie outside the "
                          f"{H}x{W} plane (argmax must come from maxpool_forward)")
+
+
+def maxpool_backward(const floating[:, :, :, ::1] dout, const Py_ssize_t[:, :, :, ::1] argmax,
+                     Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                     Py_ssize_t sh, Py_ssize_t sw, int num_threads):
+    """dout (N, C, Ho, Wo), argmax (same shape) -> dx (N, C, H, W)."""
+    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], Ho, Wo
+    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
+    if (dout.shape[2], dout.shape[3]) != (Ho, Wo) or \
+            tuple(argmax.shape)[:4] != tuple(dout.shape)[:4]:
+        raise ValueError(f"maxpool_backward: dout {tuple(dout.shape)[:4]} and argmax "
+                         f"{tuple(argmax.shape)[:4]} must both be {(N, C, Ho, Wo)}")
+    dtype = np.float32 if floating is float else np.float64
+    dx = np.empty((N, C, H, W), dtype=dtype)
+    maxpool_backward_into(dout, argmax, dx, kh, kw, sh, sw, num_threads)
     return dx
 
 
@@ -309,47 +339,76 @@ cdef void _avgpool_backward_plane(const floating* dout, floating* img, Py_ssize_
                     img[start + i * W + j] += share
 
 
-def avgpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
-                    Py_ssize_t sh, Py_ssize_t sw, int num_threads):
-    """x (N, C, H, W) -> out (N, C, Ho, Wo), the mean of each window."""
+def avgpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         int num_threads):
+    """Write the mean of each window of x (N, C, H, W) into out (N, C, Ho, Wo)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho, Wo, plane
     Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
+    _check_shape("avgpool_forward_into: out", out.shape, (N, C, Ho, Wo))
+    if N * C == 0:
+        return
     cdef int nt = _team_size(N * C * H * W, num_threads)
-    dtype = np.float32 if floating is float else np.float64
-    out = np.empty((N, C, Ho, Wo), dtype=dtype)
-    cdef floating[:, :, :, ::1] out_v = out
     cdef const floating* src = &x[0, 0, 0, 0]
-    cdef floating* dst = &out_v[0, 0, 0, 0]
+    cdef floating* dst = &out[0, 0, 0, 0]
     cdef floating scale = <floating>(1.0 / (kh * kw))
     for plane in prange(N * C, nogil=True, schedule="guided",
                         num_threads=nt):
         _avgpool_plane(src + plane * H * W, dst + plane * Ho * Wo, W, kh, kw, sh, sw,
                        Ho, Wo, scale)
+
+
+def avgpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
+                    Py_ssize_t sh, Py_ssize_t sw, int num_threads):
+    """x (N, C, H, W) -> out (N, C, Ho, Wo), the mean of each window."""
+    cdef Py_ssize_t Ho, Wo
+    Ho, Wo = _out_hw(x.shape[2], x.shape[3], kh, kw, sh, sw)
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=dtype)
+    avgpool_forward_into(x, out, kh, kw, sh, sw, num_threads)
     return out
+
+
+def avgpool_backward_into(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx,
+                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                          int num_threads):
+    """Overwrite dx (N, C, H, W) with dout (N, C, Ho, Wo) spread over the windows."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t Ho, Wo, plane
+    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
+    _check_shape("avgpool_backward_into: dout", dout.shape, (N, C, Ho, Wo))
+    if N * C == 0:
+        return
+    cdef int nt = _team_size(N * C * H * W, num_threads)
+    cdef const floating* src = &dout[0, 0, 0, 0]
+    cdef floating* dst = &dx[0, 0, 0, 0]
+    cdef floating scale = <floating>(1.0 / (kh * kw))
+    for plane in prange(N * C, nogil=True, schedule="guided",
+                        num_threads=nt):
+        _avgpool_backward_plane(src + plane * Ho * Wo, dst + plane * H * W, H, W,
+                                kh, kw, sh, sw, Ho, Wo, scale)
 
 
 def avgpool_backward(const floating[:, :, :, ::1] dout, Py_ssize_t H, Py_ssize_t W,
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                      int num_threads):
     """dout (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], Ho, Wo, plane
+    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], Ho, Wo
     Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
     if (dout.shape[2], dout.shape[3]) != (Ho, Wo):
         raise ValueError(f"avgpool_backward: dout has shape {tuple(dout.shape)[:4]}, "
                          f"expected {(N, C, Ho, Wo)}")
-    cdef int nt = _team_size(N * C * H * W, num_threads)
     dtype = np.float32 if floating is float else np.float64
     dx = np.empty((N, C, H, W), dtype=dtype)
-    cdef floating[:, :, :, ::1] dx_v = dx
-    cdef const floating* src = &dout[0, 0, 0, 0]
-    cdef floating* dst = &dx_v[0, 0, 0, 0]
-    cdef floating scale = <floating>(1.0 / (kh * kw))
-    for plane in prange(N * C, nogil=True, schedule="guided",
-                        num_threads=nt):
-        _avgpool_backward_plane(src + plane * Ho * Wo, dst + plane * H * W, H, W,
-                                kh, kw, sh, sw, Ho, Wo, scale)
+    avgpool_backward_into(dout, dx, kh, kw, sh, sw, num_threads)
     return dx
+
+
+cdef _check_shape(str what, Py_ssize_t* shape, tuple expected):
+    if (shape[0], shape[1], shape[2], shape[3]) != expected:
+        raise ValueError(f"{what} has shape {(shape[0], shape[1], shape[2], shape[3])}, "
+                         f"expected {expected}")
 
 
 cdef tuple _out_hw(Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,

@@ -7,6 +7,31 @@ from ..parameter import Parameter
 __all__ = ["Layer"]
 
 
+def _positive_int(value, name, owner):
+    """``value`` as an int >= 1, or a ValueError naming ``owner`` and ``name``.
+
+    Layer constructors use it for sizes (``Linear(3.5, 2)`` is an error, not a layer of
+    3 inputs); bools are rejected, NumPy integers accepted.
+
+    Parameters
+    ----------
+    value : object
+        The size given by the user.
+    name : str
+        The argument's name, e.g. ``"input_size"``.
+    owner : str
+        The layer (class) name for the message, e.g. ``"Linear"``.
+
+    Returns
+    -------
+    int
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 class Layer:
     """Base class of all layers: a Lego block with a forward and a backward pass.
 
@@ -55,6 +80,8 @@ class Layer:
         self.clear_cache()
 
     def clear_cache(self):
+        """Drop the tensors cached by the last forward pass (those named in
+        ``_cache_names``); a ``backward`` afterwards raises RuntimeError."""
         for name in self._cache_names:
             setattr(self, name, None)
 
@@ -81,21 +108,59 @@ class Layer:
 
     # ------------------------------------------------------------ forward/back
     def __call__(self, x, training=None):
+        """Same as :meth:`forward`."""
         return self.forward(x, training=training)
 
     def forward(self, x, training=None):
+        """Compute the layer's output and cache what :meth:`backward` needs.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, ...)
+            A batch of inputs (float32 or float64).
+        training : bool or None
+            The mode of this call; None means the layer's mode (:meth:`train` /
+            :meth:`eval`, training when never set).
+
+        Returns
+        -------
+        out : ndarray, shape (N, ...)
+            The output; its shape depends on the layer.
+        """
         raise NotImplementedError
 
     def backward(self, dout):
+        """Back-propagate: store the parameter gradients and return dL/dx.
+
+        Parameters
+        ----------
+        dout : ndarray
+            dL/d(out), the shape of the last forward's output.
+
+        Returns
+        -------
+        dx : ndarray
+            dL/dx, the shape of the last forward's input. Each Parameter's ``grad``
+            receives dL/d(parameter), shaped like the parameter.
+
+        Raises
+        ------
+        RuntimeError
+            If nothing is cached (no training-mode forward since the last zero_grad).
+        """
         raise NotImplementedError
 
     # ---------------------------------------------------------------- helpers
     def _name(self):
         return type(self).__name__
 
-    def _check_input(self, x, ndim=None, dims=None, what="input"):
+    def _check_input(self, x, ndim=None, dims=None, what="input", expected=None):
         """Validate ``x``: a float ndarray with ``ndim`` dimensions and, for each
-        ``axis: size`` in ``dims``, that size. Raises ValueError naming the layer."""
+        ``axis: size`` in ``dims``, that size. Raises ValueError naming the layer.
+
+        ``expected`` describes the layout in messages, e.g. ``"(N, C, H, W)"`` (the
+        default for ``ndim=4``); a 3-D batch given to a 4-D layer gets a hint about the
+        missing channel axis."""
         if not isinstance(x, np.ndarray):
             if isinstance(x, Parameter):
                 x = x.data
@@ -105,8 +170,7 @@ class Layer:
             raise ValueError(f"{self._name()}: {what} must be a float array, got dtype "
                              f"{x.dtype} (convert it, e.g. x.astype(np.float32))")
         if ndim is not None and x.ndim != ndim:
-            raise ValueError(f"{self._name()}: expected a {ndim}-D {what}, got shape "
-                             f"{x.shape}")
+            raise ValueError(self._ndim_message(x.shape, ndim, what, expected))
         if dims:
             for axis, size in dims.items():
                 if x.shape[axis] != size:
@@ -116,6 +180,20 @@ class Layer:
                         f"{self._name()}: expected {what} of shape ({', '.join(expected)}), "
                         f"got {x.shape}")
         return x
+
+    def _ndim_message(self, shape, ndim, what, expected):
+        """The message for an input with the wrong number of dimensions."""
+        if expected is None and ndim == 4:
+            expected = "(N, C, H, W)"
+        if expected is None:
+            return f"{self._name()}: expected a {ndim}-D {what}, got shape {shape}"
+        message = f"{self._name()}: expected {expected} {what} ({ndim}-D), got shape {shape}"
+        if ndim == 4 and len(shape) == 3:
+            message += ("; a batch of one-channel images needs a channel axis: x[:, None] "
+                        "(a single image needs a batch axis: x[None])")
+        elif ndim == 4 and len(shape) == 2:
+            message += "; flat images need reshaping, e.g. x.reshape(-1, 1, 28, 28)"
+        return message
 
     def _cached(self, name):
         """The cached tensor ``name``, or a RuntimeError if forward has not run."""
@@ -138,6 +216,21 @@ class Layer:
         return {name: p.data.copy() for name, p in self.params.items()}
 
     def load_state_dict(self, state):
+        """Copy arrays from ``state`` (as returned by :meth:`state_dict`) into the
+        parameters, in place (their dtype is kept).
+
+        Parameters
+        ----------
+        state : dict of str -> array_like
+            One entry per parameter name, each of that parameter's shape.
+
+        Raises
+        ------
+        KeyError
+            If an entry is missing.
+        ValueError
+            If an entry has the wrong shape.
+        """
         for name, p in self.params.items():
             if name not in state:
                 raise KeyError(f"{self._name()}: state has no entry {name!r}")

@@ -33,14 +33,28 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5):
         super().__init__()
-        p = float(p)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p}")
-        self.p = p
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.number)) \
+                or not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
         self._mask = None
         self._shape = None
 
     def forward(self, x, training=None):
+        """x (any shape) -> out (same shape and dtype).
+
+        Parameters
+        ----------
+        x : ndarray, float
+        training : bool or None
+            Training mode drops elements (a new mask per call, from airi's generator)
+            and scales the rest by ``1 / (1 - p)``; eval mode returns ``x`` itself.
+            None: the layer's mode.
+
+        Returns
+        -------
+        ndarray, shape of x
+        """
         x = self._check_input(x)
         self._shape = x.shape
         if not self._is_training(training) or self.p == 0.0:
@@ -58,6 +72,8 @@ class Dropout(Layer):
         return mask
 
     def backward(self, dout):
+        """dout (shape of the output) -> dx (shape of the input): ``dout * mask`` with
+        the last forward's mask, or ``dout`` itself after an eval-mode forward."""
         shape = self._cached("_shape")
         dout = self._check_dout(dout, shape)
         if self._mask is None:

@@ -1,11 +1,33 @@
 """``Linear``: a fully connected layer, ``out = x @ W + b``."""
 import numpy as np
 
+from .. import _parallel
 from .. import init as initializers
 from .._config import resolve_dtype
 from .base import Layer
 
 __all__ = ["Linear"]
+
+# A GEMM is split over the threads only above this many multiply-adds per thread:
+# below it, handing work to another thread costs more than it saves.
+_PARALLEL_MIN_MACS = 1 << 20
+
+
+def parallel_matmul(a, b, out, split_rows=True):
+    """``out = a @ b`` (2-D) on airi's threads: ``out``'s rows (or its columns, with
+    ``split_rows=False``) are cut into one block per thread, each a single-threaded
+    GEMM (see :mod:`airi._parallel` for why BLAS's own threads are avoided)."""
+    M, K = a.shape
+    N = b.shape[1]
+    workers = _parallel.workers_available()
+    parts = workers if M * K * N >= _PARALLEL_MIN_MACS * workers else 1
+    if split_rows:
+        _parallel.run(lambda w, lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]),
+                      M, -(-M // parts))
+    else:
+        _parallel.run(lambda w, lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]),
+                      N, -(-N // parts))
+    return out
 
 
 def make_weight(shape, init, dtype):
@@ -81,7 +103,9 @@ class Linear(Layer):
             raise ValueError(f"Linear: expected a 2-D input (N, {self.input_size}), got "
                              f"shape {x.shape}{hint}")
         x = self._check_input(x, dims={1: self.input_size})
-        out = x @ self.W.data
+        W = self.W.data
+        out = parallel_matmul(x, W, np.empty((x.shape[0], self.hidden_size),
+                                             dtype=np.result_type(x.dtype, W.dtype)))
         if self.bias:
             out = add_bias(out, self.b.data)
         self.x = x if self._is_training(training) else None
@@ -92,13 +116,14 @@ class Linear(Layer):
         x = self._cached("x")
         dout = self._check_dout(dout, (x.shape[0], self.hidden_size))
         W = self.W.data
-        dW = x.T @ dout
+        dW = parallel_matmul(x.T, dout, np.empty(W.shape, np.result_type(x, dout)),
+                             split_rows=False)
         if self.reg:
             dW += (2.0 * self.reg) * W
         self.W.set_grad(dW)
         if self.bias:
             self.b.set_grad(dout.sum(axis=0))
-        return dout @ W.T
+        return parallel_matmul(dout, W.T, np.empty(x.shape, np.result_type(dout, W)))
 
     def extra_repr(self):
         return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, "

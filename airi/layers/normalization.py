@@ -36,12 +36,23 @@ equal to one process on the global batch, every rank's ``dout`` must be the grad
 of the same global loss up to a common factor (true for equal shards with per-rank mean
 losses; with unequal shards, scale rank k's loss by ``n_k / n * K``).
 """
+import math
+
 import numpy as np
 
+from .. import _parallel
 from .._config import resolve_dtype
-from .base import Layer
+from .base import Layer, _positive_int
 
 __all__ = ["BatchNorm1D", "BatchNorm2D", "set_stats_allreduce", "get_stats_allreduce"]
+
+
+def _sliced(fn, *arrays):
+    """``fn(*slices)`` on slices along axis 0 (the batch) of same-length arrays: one
+    slice per thread for big arrays (NumPy releases the GIL), else one call."""
+    first = arrays[0]
+    _parallel.over_batch(lambda a, b: fn(*(arr[a:b] for arr in arrays)), len(first),
+                         first.size)
 
 
 def _local_stats(stats):
@@ -97,10 +108,7 @@ class _BatchNorm(Layer):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=None):
         super().__init__()
         name = type(self).__name__
-        if isinstance(num_features, (bool, np.bool_)) or \
-                not isinstance(num_features, (int, np.integer)) or num_features < 1:
-            raise ValueError(f"{name}: num_features must be a positive int, "
-                             f"got {num_features!r}")
+        num_features = _positive_int(num_features, "num_features", name)
         if not eps > 0:
             raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
         if not 0.0 <= momentum <= 1.0:
@@ -122,6 +130,23 @@ class _BatchNorm(Layer):
         """The axes the statistics are taken over: all but the channel axis 1."""
         return (0,) + tuple(range(2, self._ndim))
 
+    def _channel_sums(self, a, b=None):
+        """Per-channel sum of ``a`` (or of ``a * b``) over every axis but 1, float64 (C,).
+
+        Fast and accurate: the sum along each (sample, channel) row is a contiguous
+        SIMD reduction (``np.vecdot`` for the products: no temporary array), and only
+        the N partial sums per channel are added in float64. This took ~0.6 ms where
+        ``np.square(centered).sum(axes)`` took ~1.9 ms (128x32x32x32 float32)."""
+        rows = a.reshape(a.shape[0], self.num_features, math.prod(a.shape[2:]))
+        if b is None:
+            partial = np.empty(rows.shape[:2], dtype=a.dtype)
+            _sliced(lambda r, p: r.sum(axis=2, out=p), rows, partial)
+        else:
+            partial = np.empty(rows.shape[:2], dtype=np.result_type(a.dtype, b.dtype))
+            _sliced(lambda r, q, p: np.vecdot(r, q, out=p), rows, b.reshape(rows.shape),
+                    partial)
+        return partial.sum(axis=0, dtype=np.float64)
+
     def _per_channel(self, v, dtype):
         """A (C,) vector as ``dtype``, shaped to broadcast against the input."""
         shape = (1, self.num_features) + (1,) * (self._ndim - 2)
@@ -138,8 +163,13 @@ class _BatchNorm(Layer):
         else:
             xhat, invstd = self._normalise_with_running_stats(x, dtype)
         self._xhat, self._invstd = xhat, invstd
-        out = xhat * self._per_channel(gamma, dtype)
-        out += self._per_channel(beta, dtype)
+        g, b = self._per_channel(gamma, dtype), self._per_channel(beta, dtype)
+        out = np.empty_like(xhat)
+
+        def affine(h, o):
+            np.multiply(h, g, out=o)
+            o += b
+        _sliced(affine, xhat, out)
         return out
 
     def _normalise_with_batch_stats(self, x, dtype):
@@ -149,10 +179,11 @@ class _BatchNorm(Layer):
         """
         count_local = x.size // self.num_features
         if count_local:
-            mean_local = x.mean(axis=self._axes, keepdims=True)
-            centered = x - mean_local
-            m2_local = np.square(centered).sum(axis=self._axes)
-            mean_local = mean_local.reshape(-1).astype(np.float64)
+            mean_local = self._channel_sums(x) / count_local
+            shift_local = self._per_channel(mean_local, x.dtype)
+            centered = np.empty_like(x)
+            _sliced(lambda xs, cs: np.subtract(xs, shift_local, out=cs), x, centered)
+            m2_local = self._channel_sums(centered, centered)
         else:  # an empty shard (a rank with no samples this step) adds nothing
             centered = x.copy()
             m2_local = np.zeros(self.num_features)
@@ -176,7 +207,7 @@ class _BatchNorm(Layer):
 
         invstd = self._per_channel(1.0 / np.sqrt(var + self.eps), dtype)
         xhat = centered.astype(dtype, copy=False)
-        xhat *= invstd
+        _sliced(lambda h: np.multiply(h, invstd, out=h), xhat)
         self._count = n
         self._batch_stats = True
         self._update_running_stats(mean, var * (n / (n - 1)))
@@ -201,8 +232,8 @@ class _BatchNorm(Layer):
         """dout (shape of x) -> dx; stores gamma.grad and beta.grad (local sums)."""
         xhat = self._cached("_xhat")
         dout = self._check_dout(dout, xhat.shape)
-        dbeta = dout.sum(axis=self._axes)
-        dgamma = (dout * xhat).sum(axis=self._axes)
+        dbeta = self._channel_sums(dout)
+        dgamma = self._channel_sums(dout, xhat)
         self.gamma.set_grad(dgamma)
         self.beta.set_grad(dbeta)
         scale = self._per_channel(self.gamma.data, xhat.dtype) * self._invstd
@@ -215,9 +246,17 @@ class _BatchNorm(Layer):
         stats[0], stats[1] = dbeta, dgamma
         sum_dout, sum_dout_xhat = _reduce(stats)
         n = self._count
-        dx = dout - self._per_channel(sum_dout / n, xhat.dtype)
-        dx -= xhat * self._per_channel(sum_dout_xhat / n, xhat.dtype)
-        dx *= scale
+        # in place on one new array: a temporary of x's size costs as much as a pass
+        k_xhat = self._per_channel(-sum_dout_xhat / n, xhat.dtype)
+        mean_dout = self._per_channel(sum_dout / n, xhat.dtype)
+        dx = np.empty(xhat.shape, dtype=np.result_type(xhat.dtype, dout.dtype))
+
+        def input_grad(h, d, o):
+            np.multiply(h, k_xhat, out=o)
+            o += d
+            o -= mean_dout
+            o *= scale
+        _sliced(input_grad, xhat, dout, dx)
         return dx
 
     # ------------------------------------------------------------ state/dtype

@@ -1,0 +1,175 @@
+"""Batch-parallel loops for the layers, and the scratch buffers they reuse.
+
+Why this module exists (measured on the 2-core machine of issue 6):
+
+* A convolution done as one batched GEMM, ``np.matmul(W2, cols)``, is really N small
+  GEMMs. Multithreaded OpenBLAS splits *each* of them over its threads and joins them
+  again: 128 fork/joins per call. When another process holds a core, every join waits
+  for a time slice, and that call took ~1 s instead of ~17 ms with one BLAS thread.
+* The columns of a whole batch are big (118 MB for the seed CIFAR model's second conv):
+  writing them, reading them back and having glibc map/unmap them each step costs more
+  than the arithmetic, and keeping them for the backward pass dominated peak memory.
+
+So a layer splits its batch into chunks of a few samples whose columns fit in the L2
+cache, and :func:`run` hands the chunks to ``airi.get_num_threads()`` threads (the
+calling thread plus a small pool) while BLAS runs single-threaded, each thread on its
+own chunks: the cores work on independent data and meet once per layer call. Inside
+:func:`run` BLAS is always single-threaded, even for one chunk: a small GEMM (a
+128x120 @ 120x84 Linear) split over two BLAS threads took 15 ms instead of 0.05 ms
+while another process held a core, and BLAS threads left spinning after a GEMM slow
+down whatever runs next. NumPy's
+BLAS and the compiled kernels release the GIL, so Python threads run them in parallel.
+Each thread gets its scratch buffers from :func:`workspace`; they live across calls,
+so a training step allocates no large temporary arrays after the first one.
+
+BLAS is capped to one thread through ``threadpoolctl`` (an optional dependency). Without
+it airi cannot change BLAS's thread count, so the chunks run one after the other on
+the calling thread and BLAS keeps its own threads.
+"""
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _config
+
+__all__ = ["run", "over_batch", "workspace", "release_workspaces", "workers_available",
+           "blas_controllers"]
+
+_lock = threading.RLock()      # one parallel region at a time (they share the buffers)
+_executor = None
+_executor_size = 0
+_buffers = {}                  # (worker, slot) -> flat uint8 array
+_blas = None                   # threadpoolctl controllers of the loaded BLAS libraries
+
+
+def blas_controllers():
+    """threadpoolctl's controllers of the BLAS libraries in use ([] without it)."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _blas = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+        except Exception:  # not installed, or a library it cannot inspect
+            _blas = []
+    return _blas
+
+
+def workers_available():
+    """How many threads :func:`run` may use: ``airi.get_num_threads()`` when BLAS can
+    be made single-threaded meanwhile, else 1."""
+    n = _config.get_num_threads()
+    return n if n > 1 and blas_controllers() else 1
+
+
+def _pool(size):
+    global _executor, _executor_size
+    if _executor is None or _executor_size != size:
+        if _executor is not None:
+            _executor.shutdown(wait=True)
+        _executor = ThreadPoolExecutor(size, thread_name_prefix="airi")
+        _executor_size = size
+    return _executor
+
+
+class _SingleThreadedBlas:
+    """Context: every BLAS library runs on one thread; the old counts come back after."""
+
+    def __enter__(self):
+        self.saved = [(c, c.get_num_threads()) for c in blas_controllers()]
+        for c, n in self.saved:
+            if n != 1:
+                c.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for c, n in self.saved:
+            if n != 1:
+                c.set_num_threads(n)
+        return False
+
+
+def run(fn, n_items, chunk):
+    """Call ``fn(worker, start, stop)`` for consecutive chunks of ``range(n_items)``.
+
+    Parameters
+    ----------
+    fn : callable
+        Does the work of items ``start:stop``; ``worker`` (0 .. workers-1) names the
+        thread running it, for :func:`workspace`. Chunks must write disjoint outputs;
+        per-worker partial results (e.g. weight gradients) are summed by the caller.
+    n_items : int
+        Usually the batch size N.
+    chunk : int
+        Items per call of ``fn`` (the last chunk may be shorter).
+
+    Returns
+    -------
+    int
+        The number of workers used (size any per-worker accumulators with
+        :func:`workers_available` beforehand).
+    """
+    chunk = max(1, int(chunk))
+    n_chunks = -(-n_items // chunk)
+    workers = min(workers_available(), n_chunks)
+    with _lock, _SingleThreadedBlas():
+        if workers <= 1:
+            for start in range(0, n_items, chunk):
+                fn(0, start, min(start + chunk, n_items))
+            return 1
+        tickets = itertools.count()  # next() is atomic under the GIL: dynamic schedule
+
+        def work(worker):
+            for i in iter(tickets.__next__, None):
+                if i >= n_chunks:
+                    return
+                start = i * chunk
+                fn(worker, start, min(start + chunk, n_items))
+
+        futures = [_pool(workers - 1).submit(work, w) for w in range(1, workers)]
+        try:
+            work(0)
+        finally:
+            for f in futures:
+                f.result()  # waits, and re-raises a worker's exception
+        return workers
+
+
+# Element-wise and memory-bound work (pooling, ReLU, BatchNorm: about a nanosecond per
+# element) is split over the threads only above this many elements: below it, handing a
+# slice to another thread costs more than it saves.
+PARALLEL_MIN_ELEMENTS = 1 << 18
+
+
+def over_batch(fn, n_items, elements):
+    """Call ``fn(start, stop)`` on slices of ``range(n_items)`` (usually the batch):
+    one slice per thread when the call touches at least ``PARALLEL_MIN_ELEMENTS``
+    elements, else a single call ``fn(0, n_items)``. Slices must write disjoint outputs."""
+    parts = workers_available() if elements >= PARALLEL_MIN_ELEMENTS else 1
+    run(lambda worker, start, stop: fn(start, stop), n_items, -(-n_items // parts))
+
+
+def workspace(worker, slot, shape, dtype):
+    """A scratch array of ``shape`` and ``dtype`` for ``worker``, reused across calls.
+
+    Only valid inside the ``fn`` of :func:`run` (which holds the lock), until the next
+    request of the same ``(worker, slot)``. Contents are undefined (like np.empty).
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    key = (worker, slot)
+    buf = _buffers.get(key)
+    if buf is None or buf.nbytes < nbytes:
+        # 64-byte aligned start, so SIMD loads of the first row are aligned too
+        buf = np.empty(nbytes + 64, dtype=np.uint8)
+        offset = (-buf.ctypes.data) % 64
+        buf = buf[offset:offset + nbytes]
+        _buffers[key] = buf
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def release_workspaces():
+    """Free every scratch buffer (they are re-created on demand)."""
+    with _lock:
+        _buffers.clear()
