@@ -555,7 +555,7 @@ class GradientReducer:
     backward work. Measured on one 2-core machine it does not pay (0.9-1.0x of the
     blocking :meth:`reduce`: little to hide, and Open MPI's non-blocking collectives
     only progress inside MPI calls), so the Trainer uses :meth:`reduce`; see
-    ``benchmarks/README_distributed.md``.
+    ``benchmarks/README.md``.
     """
 
     def __init__(self, params, comm=None, bucket_bytes=DEFAULT_BUCKET_BYTES):
