@@ -490,3 +490,15 @@ def test_softmax_label_errors(rng):
         layer.backward(np.array([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match=r"Softmax.backward: labels must be in"):
         layer.backward(np.array([-1, 0, 0]))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: airi.layers.Linear(3.5, 2),
+    lambda: airi.layers.Linear(3, 0),
+    lambda: airi.layers.Linear(True, 2),
+    lambda: airi.layers.Conv2D(1.5, 2, 3),
+    lambda: airi.layers.Conv2D(1, -2, 3),
+])
+def test_layer_sizes_must_be_positive_ints(make):
+    with pytest.raises(ValueError, match="must be a positive int"):
+        make()

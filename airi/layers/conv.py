@@ -35,7 +35,7 @@ import numpy as np
 from .. import _backend, _parallel
 from .._config import resolve_dtype
 from .. import init as initializers
-from .base import Layer
+from .base import Layer, _positive_int
 from .linear import make_weight
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -94,10 +94,8 @@ class Conv2D(Layer):
     def __init__(self, in_channels, num_filters, filter_size, stride=1, pad=0, bias=True,
                  dtype=None, init="kaiming"):
         super().__init__()
-        self.in_channels, self.num_filters = int(in_channels), int(num_filters)
-        if self.in_channels < 1 or self.num_filters < 1:
-            raise ValueError(f"Conv2D: in_channels and num_filters must be >= 1, got "
-                             f"{in_channels} and {num_filters}")
+        self.in_channels = _positive_int(in_channels, "in_channels", "Conv2D")
+        self.num_filters = _positive_int(num_filters, "num_filters", "Conv2D")
         self.filter_size = _backend.pair(filter_size, "Conv2D filter_size")
         self.stride = _backend.pair(stride, "Conv2D stride")
         self.pad = _backend.pair(pad, "Conv2D pad")

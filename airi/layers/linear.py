@@ -4,7 +4,7 @@ import numpy as np
 from .. import _parallel
 from .. import init as initializers
 from .._config import resolve_dtype
-from .base import Layer
+from .base import Layer, _positive_int
 
 __all__ = ["Linear"]
 
@@ -83,10 +83,8 @@ class Linear(Layer):
     def __init__(self, input_size, hidden_size, bias=True, reg=0.0, dtype=None,
                  init="kaiming"):
         super().__init__()
-        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
-        if self.input_size < 1 or self.hidden_size < 1:
-            raise ValueError(f"Linear: input_size and hidden_size must be >= 1, got "
-                             f"{input_size} and {hidden_size}")
+        self.input_size = _positive_int(input_size, "input_size", "Linear")
+        self.hidden_size = _positive_int(hidden_size, "hidden_size", "Linear")
         self.bias = bool(bias)
         self.reg = float(reg)
         dtype = resolve_dtype(dtype)
