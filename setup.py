@@ -80,6 +80,9 @@ def _extensions():
             [src],
             include_dirs=[numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            # the C helpers (the direct convolution) included from the .pyx: a change
+            # to them rebuilds the module
+            depends=sorted(glob.glob(os.path.join("airi", "_ext", "*.h"))),
         )
         for src in sources
     ]

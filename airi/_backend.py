@@ -38,7 +38,7 @@ __all__ = ["backend", "set_backend", "available_backends", "compiled_error",
            "avgpool_forward", "avgpool_backward", "conv_output_shape", "pair"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_KERNEL_API_VERSION = 2  # must equal API_VERSION in airi/_ext/_conv.pyx and _pool.pyx
+_KERNEL_API_VERSION = 3  # must equal API_VERSION in airi/_ext/_conv.pyx and _pool.pyx
 
 
 # --------------------------------------------------------------------- loading
@@ -130,6 +130,22 @@ class _NumpyInto:
         np.copyto(dx, _numpy_kernels.col2im(cols, dx.shape, kernel, stride, pad))
 
 
+def _numpy_direct_conv_into(x, wt, bias, out, pad, scratch):
+    np.copyto(out, _numpy_kernels.direct_conv(x, wt, bias, pad))
+
+
+def _numpy_direct_conv_dw_into(xp, dT, dwt):
+    dwt += _numpy_kernels.direct_conv_dw(xp, dT, dwt.shape[1:3])
+
+
+def _compiled_direct_conv_dw_into(xp, dT, dwt):
+    _compiled._conv.direct_conv_dw_into(xp, dT, dwt)
+
+
+def _compiled_direct_conv_into(x, wt, bias, out, pad, scratch):
+    _compiled._conv.direct_conv_into(x, wt, bias, out, pad[0], pad[1], scratch)
+
+
 def _compiled_im2col_into(x, cols, kernel, stride, pad):
     _compiled._conv.im2col_into(x, cols, *kernel, *stride, *pad, 1)
 
@@ -175,9 +191,11 @@ _impl = _impls[_active]
 # columns stay in cache between im2col and the GEMM that reads them (1 MB chunks were
 # 15% slower on 2 threads: more hand-offs). NumPy: its im2col loops over the kh*kw
 # kernel taps in Python, so larger chunks amortise that loop.
-_into = {"numpy": (_NumpyInto.im2col_into, _NumpyInto.col2im_into, 8 << 20)}
+_into = {"numpy": (_NumpyInto.im2col_into, _NumpyInto.col2im_into, 8 << 20,
+                   _numpy_direct_conv_into, _numpy_direct_conv_dw_into)}
 if _compiled is not None:
-    _into["cython"] = (_compiled_im2col_into, _compiled_col2im_into, 2 << 20)
+    _into["cython"] = (_compiled_im2col_into, _compiled_col2im_into, 2 << 20,
+                       _compiled_direct_conv_into, _compiled_direct_conv_dw_into)
 
 
 def backend():
@@ -366,3 +384,73 @@ def chunk_size(n_items, bytes_per_item):
     """How many samples a layer should process per chunk: about the backend's chunk
     budget in bytes, at least 1, at most ``n_items``."""
     return max(1, min(n_items, _into[_active][2] // max(1, bytes_per_item)))
+
+
+# --------------------------------------------------------- direct convolution
+def direct_conv_into(x, wt, bias, out, pad, scratch):
+    """out = conv(x, W) + bias with stride 1, without columns. x (n, C, H, W) float32
+    C-contiguous; wt (C, kh, kw, F) = W.transpose(1, 2, 3, 0), C-contiguous, F % 16 == 0;
+    bias (F,) or None; out (n, F, Ho, Wo) C-contiguous, Ho = H + 2*ph - kh + 1; scratch:
+    float32, >= C*(H+2ph)*(W+2pw) elements (one padded sample). Unchecked."""
+    _into[_active][3](x, wt, bias, out, pad, scratch)
+
+
+def direct_conv_dw_into(xp, dT, dwt):
+    """dwt += the weight gradient of a stride-1 convolution, transposed: xp (n, C, Hp,
+    Wp) the zero-padded input (C-contiguous), dT (n, Ho, Wo, F) = dout.transpose(0, 2,
+    3, 1) (C-contiguous), dwt (C, kh, kw, F) float32 with F % 16 == 0 and kw in (3, 5,
+    7). Unchecked."""
+    _into[_active][4](xp, dT, dwt)
+
+
+def _direct_level():
+    return _compiled._conv.direct_conv_level() if _compiled is not None else -1
+
+
+# Which parts of a Conv2D use the direct convolution instead of im2col + GEMM: the one
+# place that decides. Measured on the 2-core AVX-512 machine of issue 6, float32, ms of
+# im2col + GEMM -> direct for (N, C, H=W, F, k, pad), stride 1:
+#   forward, 1 thread, whole batch: 64,16,14,32,5,0  2.8 -> 1.0;  128,16,28,16,5,0
+#       28 -> 7.6;  128,3,32,16,5,0  4.0 -> 2.4;  128,32,32,32,3,1  46 -> 21;
+#       64,64,16,64,3,1  12.6 -> 9.8; but 128,128,8,128,3,1 (Conv2D, 2 threads)
+#       13.1 -> 14.3: direct for F <= 64.
+#   dx (a full correlation of dout with the flipped filters, vectorised over C), 1
+#       thread: 128,16,28,16,5,0  27 -> 11;  128,32,32,32,3,1  43 -> 17;  64,64,16,64,3,1
+#       11.4 -> 7.8; slower on small images, where the zero border of dout is a large
+#       share: 64,16,14,32,5,0  2.7 -> 3.2, and the 8x8 convs of vgg_small (Conv2D
+#       backward, 2 threads, 26.4 -> 30.4): direct for C % 16 == 0, H, W >= 16 and
+#       (k-1)*4 <= H, W.
+#   dW (x correlated with dout, vectorised over F, the kh x kw outputs in registers),
+#       1 thread: 64,16,14,32,5,0  2.7 -> 1.1;  128,16,28,16,5,0  32 -> 10;
+#       128,3,32,16,5,0  3.9 -> 3.0;  128,32,32,32,3,1  46 -> 24; Conv2D backward, 2
+#       threads: 128,128,8,128,3,1  26.4 -> 20.3;  128,64,8,128,3,1  14.4 -> 11.5;
+#       but with C = 3 (a network's first layer) bench_layers.py measured the Conv2D
+#       backward slower (128,3,32,16,5,0: 4.9 -> 5.6 and 7.7 ms): direct for kernel
+#       widths 3, 5, 7 (the ones compiled), F <= 128 and C >= 16.
+# Only with AVX2 or AVX-512 (the baseline SSE build of the kernels was not measured to
+# win). The NumPy backend always uses im2col (its direct twins are im2col + matmul).
+_direct_enabled = os.environ.get("AIRI_DIRECT_CONV", "1").strip() != "0"
+
+
+def set_direct_conv(enabled):
+    """Allow (True, the default) or forbid the direct convolution kernels; returns the
+    previous setting. ``AIRI_DIRECT_CONV=0`` forbids them from the start. For
+    benchmarks (im2col + GEMM against direct) and as an escape hatch."""
+    global _direct_enabled
+    previous, _direct_enabled = _direct_enabled, bool(enabled)
+    return previous
+
+
+def direct_conv_plan(dtype, C, F, kernel, stride, pad, H, W):
+    """(forward, dx, dW): which passes of a Conv2D with these sizes use the direct
+    convolution (``direct_conv_into`` / ``direct_conv_dw_into``) on the active backend."""
+    if not _direct_enabled or _active != "cython" or _direct_level() < 1 \
+            or np.dtype(dtype) != np.float32 \
+            or tuple(stride) != (1, 1) or F % 16 != 0 or F > 128:
+        return False, False, False
+    (kh, kw), (ph, pw) = kernel, pad
+    forward = F <= 64
+    dx = C % 16 == 0 and ph <= kh - 1 and pw <= kw - 1 and min(H, W) >= 16 and \
+        (kh - 1) * 4 <= H and (kw - 1) * 4 <= W
+    dw = kw in (3, 5, 7) and C >= 16
+    return forward, dx, dw

@@ -191,3 +191,32 @@ def avgpool_backward(dout, x_shape, kernel, stride):
         else:
             target += share
     return dx
+
+
+def direct_conv(x, wt, bias, pad):
+    """Twin of the compiled direct convolution (stride 1), as im2col + matmul.
+
+    x (n, C, H, W); wt (C, kh, kw, F), the weights W (F, C, kh, kw) transposed;
+    bias (F,) or None; pad (ph, pw) -> out (n, F, Ho, Wo), Ho = H + 2*ph - kh + 1.
+    """
+    n, C, H, W = x.shape
+    _, kh, kw, F = wt.shape
+    Ho, Wo = H + 2 * pad[0] - kh + 1, W + 2 * pad[1] - kw + 1
+    cols = im2col(x, (kh, kw), (1, 1), pad)                    # (n, C*kh*kw, Ho*Wo)
+    out = np.matmul(wt.reshape(C * kh * kw, F).T, cols)        # (n, F, Ho*Wo)
+    if bias is not None:
+        out += bias[:, None]
+    return out.reshape(n, F, Ho, Wo)
+
+
+def direct_conv_dw(xp, dT, kernel):
+    """Twin of the compiled direct weight gradient (stride 1), as im2col + matmul.
+
+    xp (n, C, Hp, Wp) zero-padded input; dT (n, Ho, Wo, F) = dout.transpose(0, 2, 3, 1);
+    kernel (kh, kw) -> dW transposed, (C, kh, kw, F), summed over the n samples.
+    """
+    n, C = xp.shape[:2]
+    F = dT.shape[3]
+    cols = im2col(xp, kernel, (1, 1), (0, 0))                  # (n, C*kh*kw, Ho*Wo)
+    dwt = np.matmul(cols, dT.reshape(n, -1, F)).sum(axis=0)    # (C*kh*kw, F)
+    return dwt.reshape((C,) + tuple(kernel) + (F,))

@@ -36,6 +36,8 @@ def _parse():
     p.add_argument("--repeat", type=int, default=5, help="timed calls per block")
     p.add_argument("--pause", type=float, default=0.1, help="seconds of rest per block")
     p.add_argument("--numpy", action="store_true", help="also time the NumPy fallback")
+    p.add_argument("--im2col", action="store_true",
+                   help="also time Conv2D with the direct convolutions switched off")
     p.add_argument("--no-torch", action="store_true", help="do not import torch")
     p.add_argument("--quick", action="store_true", help="fewer shapes and calls")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -112,16 +114,28 @@ def conv_case(torch, shape, rng, backends):
     Ho = H + 2 * p - k + 1
     dout = rng.standard_normal((N, F, Ho, Ho)).astype(np.float32)
     impls_fwd, impls_bwd = {}, {}
-    for be in backends:
-        def fwd(be=be):
-            with _backend.use_backend(be):
-                return layer.forward(x, training=True)
+    # "im2col": the compiled kernels with the direct convolutions switched off
+    extra = ["im2col"] if ARGS.im2col and "cython" in backends else []
+    for name in backends + extra:
+        be, direct = ("cython", False) if name == "im2col" else (name, True)
 
-        def bwd(be=be):
-            with _backend.use_backend(be):
-                layer.forward(x, training=True) if layer.x is None else None
-                return layer.backward(dout)
-        impls_fwd[be], impls_bwd[be] = fwd, bwd
+        def fwd(be=be, direct=direct):
+            previous = _backend.set_direct_conv(direct)
+            try:
+                with _backend.use_backend(be):
+                    return layer.forward(x, training=True)
+            finally:
+                _backend.set_direct_conv(previous)
+
+        def bwd(be=be, direct=direct):
+            previous = _backend.set_direct_conv(direct)
+            try:
+                with _backend.use_backend(be):
+                    layer.forward(x, training=True) if layer.x is None else None
+                    return layer.backward(dout)
+            finally:
+                _backend.set_direct_conv(previous)
+        impls_fwd[name], impls_bwd[name] = fwd, bwd
     if torch is not None:
         xt, wt = torch.from_numpy(x), torch.from_numpy(layer.W.data.copy())
         bt, dt = torch.from_numpy(layer.b.data.copy()), torch.from_numpy(dout)
@@ -184,7 +198,8 @@ def main():
         CONV_SHAPES[:] = CONV_SHAPES[:3]
         POOL_SHAPES[:] = POOL_SHAPES[:2]
         ARGS.rounds, ARGS.repeat = min(ARGS.rounds, 2), min(ARGS.repeat, 3)
-    names = backends + (["torch"] if torch is not None else [])
+    names = backends + (["im2col"] if ARGS.im2col and "cython" in backends else []) + \
+        (["torch"] if torch is not None else [])
     print(f"airi layers, float32, {ARGS.threads} threads, median of {ARGS.rounds} "
           f"interleaved rounds x {ARGS.repeat} calls"
           + (f", torch {torch.__version__}" if torch else " (torch not installed)"))
@@ -206,9 +221,9 @@ def main():
             gflops = fl / (ms[main_impl] * 1e6) if fl else None
             ratio = ms["torch"] / ms[main_impl] if torch else None
             rows.append(dict(layer=label, pass_=pass_, gflops=gflops, torch_over_airi=ratio,
-                             **{f"{n}_ms": ms[n] for n in names}))
+                             **{f"{n}_ms": ms[n] for n in names if n in ms}))
             line = f"{label if pass_ == 'fwd' else '':<36} {pass_:<8}"
-            line += "".join(f"{ms[n]:11.2f}" for n in names)
+            line += "".join(f"{ms[n]:11.2f}" if n in ms else f"{'-':>11}" for n in names)
             line += f"{gflops:9.0f}" if gflops else f"{'':>9}"
             line += f"{ratio:10.2f}x" if ratio else ""
             print(line, flush=True)

@@ -49,14 +49,15 @@ MODELS = {  # name -> (batch size, input shape (C, H, W))
     "lenet": (64, (1, 28, 28)),
     "vgg_small": (128, (3, 32, 32)),
 }
-CONFIGS = ("numpy", "compiled", "torch")
+CONFIGS = ("numpy", "compiled", "torch", "im2col")
 LR, MOMENTUM = 0.01, 0.9
 
 
 def _parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS[:3]), choices=list(CONFIGS),
+                   help="im2col = compiled with the direct convolutions switched off")
     p.add_argument("--threads", type=int, default=2,
                    help="threads for airi's kernels, BLAS and torch (default 2)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
@@ -143,8 +144,8 @@ def make_data(name, seed=0):
 class AiriRunner:
     """``step()`` = one ``Trainer.train_step`` on the next batch, on one backend."""
 
-    def __init__(self, name, backend):
-        self.backend = backend
+    def __init__(self, name, backend, direct=True):
+        self.backend, self.direct = backend, direct
         self.model = airi_model(name)
         opt = airi.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
         self.trainer = airi.Trainer(self.model, airi.CrossEntropyLoss(), opt)
@@ -153,8 +154,12 @@ class AiriRunner:
     def step(self):
         xb, yb = self.data[self.i % len(self.data)]
         self.i += 1
-        with _backend.use_backend(self.backend):
-            self.trainer.train_step(xb, yb)
+        previous = _backend.set_direct_conv(self.direct)
+        try:
+            with _backend.use_backend(self.backend):
+                self.trainer.train_step(xb, yb)
+        finally:
+            _backend.set_direct_conv(previous)
 
 
 class TorchRunner:
@@ -183,7 +188,9 @@ class TorchRunner:
 def make_runner(name, config, torch=None):
     if config == "torch":
         return TorchRunner(torch, name)
-    return AiriRunner(name, "numpy" if config == "numpy" else "cython")
+    # "im2col": compiled kernels with the direct convolutions switched off (before/after)
+    return AiriRunner(name, "numpy" if config == "numpy" else "cython",
+                      direct=config != "im2col")
 
 
 # ====================================================================== memory
@@ -273,6 +280,8 @@ def main():
         ARGS.mem_steps = min(ARGS.mem_steps, 2)
     airi.set_num_threads(ARGS.threads)
     configs = list(ARGS.configs)
+    if "cython" not in _backend.available_backends() and "im2col" in configs:
+        configs.remove("im2col")
     if "compiled" in configs and "cython" not in _backend.available_backends():
         print(f"compiled kernels missing ({_backend.compiled_error()}): skipped")
         configs.remove("compiled")
@@ -330,6 +339,7 @@ def _summary(results, configs):
             model=name,
             compiled_vs_torch=_ratio(get("compiled"), get("torch")),
             compiled_vs_numpy=_ratio(get("compiled"), get("numpy")),
+            compiled_vs_im2col=_ratio(get("compiled"), get("im2col")),
             numpy_vs_torch=_ratio(get("numpy"), get("torch")),
             memory_compiled_vs_torch=_ratio(mem("compiled"), mem("torch")),
             memory_numpy_vs_torch=_ratio(mem("numpy"), mem("torch")),
@@ -347,6 +357,9 @@ def _print_summary(rows):
               f"{fmt(r['compiled_vs_numpy']):>15} {fmt(r['numpy_vs_torch']):>12} "
               f"{fmt(r['memory_compiled_vs_torch']):>19} "
               f"{fmt(r['memory_numpy_vs_torch']):>16}")
+        if r["compiled_vs_im2col"] is not None:
+            print(f"  {'':<11} compiled (direct conv) / im2col only: "
+                  f"{fmt(r['compiled_vs_im2col'])}")
 
 
 if __name__ == "__main__":

@@ -438,3 +438,100 @@ X = np.zeros((2, 3, 5, 5))
 def test_bad_arguments_raise_clear_value_errors(each_backend, call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ------------------------------------------------ direct convolution (stride 1)
+def direct_cases(count, seed):
+    """(x_shape, F, kernel, pad) for the direct kernels: F % 16 == 0, stride 1, kernel
+    widths 3, 5, 7 (the weight-gradient kernel's), rectangular sizes included."""
+    cases = [
+        ((2, 16, 14, 14), 32, (5, 5), (0, 0)),    # LeNet's conv2
+        ((3, 3, 12, 12), 16, (5, 5), (0, 0)),     # few input channels
+        ((2, 16, 9, 11), 48, (3, 3), (1, 1)),     # 3 filter blocks, rectangular
+        ((1, 8, 7, 7), 16, (7, 7), (3, 3)),       # kernel == padded input - 6
+        ((2, 4, 5, 6), 64, (3, 5), (2, 1)),       # rectangular kernel, pad > k/2
+        ((1, 1, 3, 3), 16, (3, 3), (0, 0)),       # a single output pixel
+    ]
+    rng = np.random.default_rng(seed)
+    while len(cases) < count:
+        N, C = int(rng.integers(1, 4)), int(rng.integers(1, 20))
+        F = 16 * int(rng.integers(1, 5))
+        kh, kw = int(rng.choice([1, 2, 3, 5, 7])), int(rng.choice([3, 5, 7]))
+        ph, pw = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+        H = int(rng.integers(max(1, kh - 2 * ph), 20))
+        W = int(rng.integers(max(1, kw - 2 * pw), 20))
+        cases.append(((N, C, H, W), F, (kh, kw), (ph, pw)))
+    return cases
+
+
+DIRECT_CASES = direct_cases(40, seed=5)
+
+
+def _direct(x, wt, bias, pad):
+    n, C, H, W = x.shape
+    _, kh, kw, F = wt.shape
+    out = np.empty((n, F, H + 2 * pad[0] - kh + 1, W + 2 * pad[1] - kw + 1), np.float32)
+    scratch = np.empty(C * (H + 2 * pad[0]) * (W + 2 * pad[1]), np.float32)
+    _backend.direct_conv_into(x, wt, bias, out, pad, scratch)
+    return out
+
+
+@pytest.fixture(params=[2, 1, 0], ids=["avx512", "avx2", "baseline"])
+def isa_level(request, compiled):
+    """Run a test on each compiled version of the direct kernels this CPU can run."""
+    from airi._ext import _conv
+    if request.param > _conv.direct_conv_level():
+        pytest.skip(f"CPU lacks instruction-set level {request.param}")
+    previous = _conv._force_direct_conv_level(request.param)
+    yield request.param
+    _conv._force_direct_conv_level(max(previous, 2))
+
+
+@pytest.mark.parametrize("case", range(len(DIRECT_CASES)))
+def test_direct_conv_backends_agree(isa_level, case):
+    """The compiled direct convolution and weight gradient equal their NumPy twins
+    (im2col + matmul) and a reference built from ref_im2col, to float32 tolerance."""
+    x_shape, F, kernel, pad = DIRECT_CASES[case]
+    rng = np.random.default_rng(100 + case)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((F, x_shape[1]) + kernel).astype(np.float32)
+    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    bias = rng.standard_normal(F).astype(np.float32) if case % 2 else None
+    out_c, out_n = both(_direct, x, wt, bias, pad)
+    cols = ref_im2col(x.astype(np.float64), kernel, (1, 1), pad)
+    ref = np.matmul(w.reshape(F, -1).astype(np.float64), cols)
+    if bias is not None:
+        ref += bias[:, None]
+    assert out_c.shape == out_n.shape == x_shape[:1] + (F,) + out_c.shape[2:]
+    np.testing.assert_allclose(out_c, ref.reshape(out_c.shape), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out_c, out_n, rtol=1e-4, atol=1e-4)
+
+    # weight gradient: accumulates into dwt, like the layer's per-thread partial sums
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2))
+    dT = rng.standard_normal(out_c.shape).astype(np.float32).transpose(0, 2, 3, 1).copy()
+    start = rng.standard_normal((x_shape[1],) + kernel + (F,)).astype(np.float32)
+
+    def dw(xp, dT):
+        dwt = start.copy()
+        _backend.direct_conv_dw_into(xp, dT, dwt)
+        return dwt
+
+    dw_c, dw_n = both(dw, xp, dT)
+    cols_p = ref_im2col(xp.astype(np.float64), kernel, (1, 1), (0, 0))
+    ref_dw = np.matmul(cols_p, dT.reshape(dT.shape[0], -1, F)).sum(axis=0)
+    ref_dw = start + ref_dw.reshape(start.shape)
+    np.testing.assert_allclose(dw_c, ref_dw, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw_c, dw_n, rtol=1e-4, atol=1e-4)
+
+
+def test_direct_conv_rejects_bad_shapes(compiled):
+    from airi._ext import _conv
+    x = np.zeros((1, 2, 6, 6), np.float32)
+    wt = np.zeros((2, 3, 3, 8), np.float32)                 # F = 8: not a multiple of 16
+    with pytest.raises(ValueError, match="direct_conv_into"):
+        _conv.direct_conv_into(x, wt, None, np.zeros((1, 8, 4, 4), np.float32), 0, 0,
+                               np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match="kernel width 4"):
+        _conv.direct_conv_dw_into(np.zeros((1, 2, 6, 6), np.float32),
+                                  np.zeros((1, 3, 3, 16), np.float32),
+                                  np.zeros((2, 4, 4, 16), np.float32))

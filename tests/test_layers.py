@@ -502,3 +502,79 @@ def test_softmax_label_errors(rng):
 def test_layer_sizes_must_be_positive_ints(make):
     with pytest.raises(ValueError, match="must be a positive int"):
         make()
+
+
+# ------------------------------------ Conv2D: direct convolution == im2col + GEMM
+DIRECT_LAYER_CASES = [
+    # (N, C, H, W, F, k, pad): which passes go direct depends on the shape rule in
+    # airi._backend.direct_conv_plan; together these cover every combination
+    (5, 16, 14, 14, 32, 5, 0),     # LeNet conv2: forward + dW direct, dx by col2im
+    (2, 16, 16, 17, 16, 5, 0),     # all three direct
+    (2, 16, 16, 16, 48, 3, 1),     # all three direct, 3x3, F = 48
+    (4, 3, 12, 12, 16, 5, 0),      # C = 3: dx and dW by im2col + GEMM
+    (3, 16, 9, 10, 48, 3, 1),      # small image: dx by col2im
+    (2, 32, 8, 8, 64, 3, 1),
+    (3, 16, 10, 10, 16, 7, 3),
+    (2, 16, 16, 16, 16, 4, 1),     # kernel width 4: dW by GEMM, dx direct
+    (9, 16, 6, 6, 32, 3, 0),       # more samples than a chunk of some threads
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", DIRECT_LAYER_CASES)
+def test_conv2d_direct_path_matches_im2col_path(case, threads):
+    """On the compiled backend Conv2D runs some passes as direct convolutions; the
+    results equal the NumPy backend's im2col + GEMM to float32 tolerance."""
+    from airi import _backend
+    if "cython" not in _backend.available_backends():
+        pytest.skip("compiled kernels not built")
+    N, C, H, W, F, k, pad = case
+    airi.set_num_threads(threads)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    results = {}
+    for backend in ("cython", "numpy"):
+        _backend.set_backend(backend)
+        airi.seed(3)
+        layer = airi.Conv2D(C, F, k, pad=pad)
+        out = layer.forward(x, training=True)
+        dout = np.random.default_rng(8).standard_normal(out.shape).astype(np.float32)
+        dx = layer.backward(dout)
+        results[backend] = (out, dx, layer.W.grad, layer.b.grad)
+        if backend == "cython":
+            plan = layer._plan(x)
+    for got, want in zip(results["cython"], results["numpy"]):
+        assert got.shape == want.shape and got.dtype == want.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    from airi._ext import _conv
+    if _conv.direct_conv_level() >= 1:
+        assert plan[0], "the forward pass of a F % 16 == 0, stride-1 conv runs direct"
+        assert plan[1] == (C % 16 == 0 and min(H, W) >= 16 and (k - 1) * 4 <= min(H, W))
+        assert plan[2] == (k in (3, 5, 7) and C >= 16)
+
+
+def test_conv2d_direct_path_mixed_dtypes_and_switch():
+    """float64 anywhere (weights, input or dout) keeps that pass on im2col + GEMM, and
+    set_direct_conv(False) switches the direct kernels off; results stay equal."""
+    from airi import _backend
+    if "cython" not in _backend.available_backends():
+        pytest.skip("compiled kernels not built")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 16, 16, 16)).astype(np.float32)
+    airi.seed(5)
+    layer = airi.Conv2D(16, 16, 5)
+    out = layer.forward(x, training=True)
+    dout = rng.standard_normal(out.shape)
+    dx64 = layer.backward(dout)                          # float64 dout: im2col backward
+    assert dx64.dtype == np.float64
+    dx32 = layer.backward(dout.astype(np.float32))
+    assert dx32.dtype == np.float32
+    np.testing.assert_allclose(dx32, dx64, rtol=1e-4, atol=1e-4)
+    previous = _backend.set_direct_conv(False)
+    try:
+        assert layer._plan(x) == (False, False, False)
+        out_im2col = layer.forward(x, training=True)
+    finally:
+        _backend.set_direct_conv(previous)
+    np.testing.assert_allclose(out, out_im2col, rtol=1e-4, atol=1e-4)
+    assert layer.to(np.float64)._plan(x) == (False, False, False)

@@ -44,13 +44,13 @@ with the very same kernels.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 
 import numpy as np
 
 # Bumped whenever a signature or a result convention changes; airi._backend refuses a
 # compiled module (e.g. a stale one from an installed copy) whose version differs.
-API_VERSION = 2
+API_VERSION = 3
 
 
 # Below this many elements a call takes some tens of microseconds: starting and joining
@@ -280,3 +280,104 @@ def col2im(const floating[:, :, :] cols, Py_ssize_t N, Py_ssize_t C, Py_ssize_t 
     with nogil:
         _col2im_all(cols, view, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
     return dx
+
+
+# ------------------------------------------------------------ direct convolution
+# For few filters on small images the GEMM of im2col + BLAS is skinny (F = 16 or 32
+# rows) and OpenBLAS runs it far below peak, after im2col has written K*P columns per
+# sample. _direct_conv.h computes the convolution straight from the (padded) input,
+# a block of output pixels x 16/32 filters in vector registers, in AVX-512, AVX2 or
+# baseline code chosen at run time. Stride 1, float32, F % 16 == 0 only; the layer
+# (airi._backend.direct_conv_applies) decides when to use it.
+cdef extern from "_direct_conv.h" nogil:
+    int airi_direct_conv_level()
+    int airi_direct_conv_force_level(int level)
+    void airi_direct_conv_f32(const float* xp, const float* wt, const float* bias,
+                              float* out, Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp,
+                              Py_ssize_t F, Py_ssize_t kh, Py_ssize_t kw)
+    int airi_direct_conv_dw_f32(const float* xp, const float* dT, float* dwt,
+                                Py_ssize_t n, Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp,
+                                Py_ssize_t F, Py_ssize_t kh, Py_ssize_t kw)
+
+
+def direct_conv_level():
+    """Instruction set of the direct convolution on this CPU: 2 = AVX-512, 1 = AVX2+FMA,
+    0 = baseline, -1 = not compiled in (no vector extensions in this compiler)."""
+    return airi_direct_conv_level()
+
+
+def _force_direct_conv_level(int level):
+    """Tests only: use instruction-set version ``level`` (0, 1, 2; at most what the CPU
+    has; a higher value restores the best one). Returns the previous level."""
+    return airi_direct_conv_force_level(level)
+
+
+def direct_conv_into(const float[:, :, :, ::1] x, const float[:, :, :, ::1] wt, bias,
+                     float[:, :, :, ::1] out, Py_ssize_t ph, Py_ssize_t pw,
+                     float[::1] scratch):
+    """out[n] = conv(x[n], W) + bias, stride 1: x (n, C, H, W), wt = W.transpose(1, 2, 3,
+    0) (C, kh, kw, F) C-contiguous with F % 16 == 0, bias (F,) float32 or None, out (n,
+    F, Ho, Wo) with Ho = H + 2*ph - kh + 1; ``scratch`` holds C*(H+2ph)*(W+2pw) floats
+    (one padded sample) and is used only when ph or pw > 0."""
+    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t kh = wt.shape[1], kw = wt.shape[2], F = wt.shape[3]
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw, s, c, r
+    cdef const float[::1] b
+    cdef const float* bp = NULL
+    cdef const float* src
+    cdef float* pad_buf = NULL
+    if airi_direct_conv_level() < 0:
+        raise RuntimeError("direct_conv_into: not compiled in")
+    if wt.shape[0] != C or F % 16 != 0 or ph < 0 or pw < 0 or kh > Hp or kw > Wp or \
+            (out.shape[0], out.shape[1], out.shape[2], out.shape[3]) != \
+            (n, F, Hp - kh + 1, Wp - kw + 1):
+        raise ValueError(f"direct_conv_into: shapes x {tuple(x.shape)[:4]}, wt "
+                         f"{tuple(wt.shape)[:4]}, out {tuple(out.shape)[:4]}, pad "
+                         f"{(ph, pw)} do not fit (F % 16 == 0, stride 1)")
+    if bias is not None:
+        b = bias
+        if b.shape[0] != F:
+            raise ValueError(f"direct_conv_into: bias has {b.shape[0]} values, F = {F}")
+        bp = &b[0]
+    if ph or pw:
+        if scratch.shape[0] < C * Hp * Wp:
+            raise ValueError("direct_conv_into: scratch too small")
+        pad_buf = &scratch[0]
+    if n == 0:
+        return
+    with nogil:
+        for s in range(n):
+            src = &x[s, 0, 0, 0]
+            if pad_buf != NULL:
+                memset(pad_buf, 0, C * Hp * Wp * sizeof(float))
+                for c in range(C):
+                    for r in range(H):
+                        memcpy(pad_buf + (c * Hp + r + ph) * Wp + pw,
+                               src + (c * H + r) * W, W * sizeof(float))
+                src = pad_buf
+            airi_direct_conv_f32(src, &wt[0, 0, 0, 0], bp, &out[s, 0, 0, 0],
+                                 C, Hp, Wp, F, kh, kw)
+
+
+def direct_conv_dw_into(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dT,
+                        float[:, :, :, ::1] dwt):
+    """dwt += dW.transpose(1, 2, 3, 0) of a chunk: xp (n, C, Hp, Wp) the zero-padded
+    input, dT (n, Ho, Wo, F) = dout.transpose(0, 2, 3, 1), dwt (C, kh, kw, F), stride 1,
+    F % 16 == 0, kw in (3, 5, 7)."""
+    cdef Py_ssize_t n = xp.shape[0], C = xp.shape[1], Hp = xp.shape[2], Wp = xp.shape[3]
+    cdef Py_ssize_t kh = dwt.shape[1], kw = dwt.shape[2], F = dwt.shape[3]
+    cdef int done
+    if airi_direct_conv_level() < 0:
+        raise RuntimeError("direct_conv_dw_into: not compiled in")
+    if dwt.shape[0] != C or F % 16 != 0 or kh > Hp or kw > Wp or \
+            (dT.shape[0], dT.shape[1], dT.shape[2], dT.shape[3]) != \
+            (n, Hp - kh + 1, Wp - kw + 1, F):
+        raise ValueError(f"direct_conv_dw_into: shapes xp {tuple(xp.shape)[:4]}, dT "
+                         f"{tuple(dT.shape)[:4]}, dwt {tuple(dwt.shape)[:4]} do not fit")
+    if n == 0:
+        return
+    with nogil:
+        done = airi_direct_conv_dw_f32(&xp[0, 0, 0, 0], &dT[0, 0, 0, 0], &dwt[0, 0, 0, 0],
+                                       n, C, Hp, Wp, F, kh, kw)
+    if not done:
+        raise ValueError(f"direct_conv_dw_into: kernel width {kw} not in (3, 5, 7)")

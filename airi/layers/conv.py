@@ -29,6 +29,19 @@ less than the GEMMs it feeds.
 
 A 1x1 convolution with stride 1 and no padding skips im2col/col2im: its columns are
 just ``x.reshape(N, C, H*W)``.
+
+Direct convolution: for few filters on small images (F = 16, 32: the GEMM above is
+skinny and runs far below the machine's peak, after im2col has written K*P columns per
+sample) the compiled backend has direct kernels, which compute from the (padded) input
+with a block of output pixels x 16 filters in vector registers::
+
+    forward  out[n] = conv(x[n], W) + b                W as (C, kh, kw, F)
+    dx       dx[n]  = conv(pad(dout[n], k-1-p), flip(W))  W flipped as (F, kh, kw, C)
+    dW       dW^T  += correlation of pad(x[n]) with dout[n]   -> (C, kh, kw, F)
+
+``airi._backend.direct_conv_plan`` says, from the shapes, which of the three passes go
+direct (float32, stride 1, F % 16 == 0, an AVX2/AVX-512 CPU; measured rule documented
+there); the others use im2col + GEMM as above. Results equal to float32 rounding.
 """
 import numpy as np
 
@@ -143,6 +156,30 @@ class Conv2D(Layer):
         _backend.im2col_into(x, cols, self.filter_size, self.stride, self.pad)
         return cols
 
+    def _plan(self, x, *arrays):
+        """(forward, dx, dW): which passes use the direct convolution instead of im2col +
+        GEMM for input x (and the other ``arrays`` of the call, e.g. dout: the direct
+        kernels need every operand in float32); ``_backend.direct_conv_plan`` decides."""
+        if self._is_pointwise():
+            return False, False, False
+        _, C, H, W = x.shape
+        dtype = np.result_type(x.dtype, self.W.data.dtype, *(a.dtype for a in arrays))
+        return _backend.direct_conv_plan(dtype, C, self.num_filters, self.filter_size,
+                                         self.stride, self.pad, H, W)
+
+    def _padded_size(self, C, H, W, pad=None):
+        """Elements of one zero-padded sample (C, H+2ph, W+2pw)."""
+        ph, pw = self.pad if pad is None else pad
+        return C * (H + 2 * ph) * (W + 2 * pw)
+
+    @staticmethod
+    def _direct_chunk(N, out_per_sample):
+        """Samples per chunk of the direct kernels: a few chunks per thread, so the
+        threads balance, each at least ~64 kB of output."""
+        workers = _parallel.workers_available()
+        per_thread = max(1, -(-N // (4 * workers)))
+        return max(per_thread, min(N, (16 << 10) // max(1, out_per_sample)))
+
     # ---------------------------------------------------------- forward/back
     def forward(self, x, training=None):
         """x (N, C, H, W) -> out (N, F, Ho, Wo). Keeps x (not the columns) when
@@ -158,10 +195,27 @@ class Conv2D(Layer):
         training = self._is_training(training)
         # Small columns are kept for the backward pass (saves recomputing them); big
         # ones would cost more memory than the recomputation costs time.
+        direct = self._plan(x)[0]
         keep = None
-        if training and not self._is_pointwise() and \
+        if training and not direct and not self._is_pointwise() and \
                 N * K * P * x.dtype.itemsize <= _KEEP_COLS_BYTES:
             keep = np.empty((N, K, P), dtype=x.dtype)
+
+        if direct:
+            wt = np.ascontiguousarray(self.W.data.transpose(1, 2, 3, 0))  # (C, kh, kw, F)
+            bias = self.b.data if self.bias else None
+            out4 = out.reshape(N, F, Ho, Wo)
+            padded = self._padded_size(x.shape[1], x.shape[2], x.shape[3])
+
+            def forward_chunk(worker, start, stop):
+                scratch = _parallel.workspace(worker, "pad", (padded,), x.dtype)
+                _backend.direct_conv_into(x[start:stop], wt, bias, out4[start:stop],
+                                          self.pad, scratch)
+
+            _parallel.run(forward_chunk, N, self._direct_chunk(N, F * P))
+            self.x = x if training else None
+            self.cols = None
+            return out4
 
         def forward_chunk(worker, start, stop):
             cols = self._columns(x[start:stop], worker, K, P,
@@ -190,21 +244,60 @@ class Conv2D(Layer):
         dx = np.empty(x.shape, dtype=np.result_type(W2.dtype, dout2.dtype))
         dW_dtype = np.result_type(dout2.dtype, x.dtype)
         workers = _parallel.workers_available()
-        dWT_parts = np.zeros((workers, K, F), dtype=dW_dtype)  # one per thread, summed
-        chunk = self._chunk(N, K, P, max(x.dtype.itemsize, dx.dtype.itemsize))
+        _, direct_dx, direct_dw = self._plan(x, dout2)
+        (kh, kw), (ph, pw) = self.filter_size, self.pad
+        C, H, Wd = x.shape[1:]
+        Ho, Wo = dout.shape[2:]
+        if direct_dw:
+            # dW^T (C, kh, kw, F) accumulated per thread by the direct kernel
+            dWt_parts = np.zeros((workers, C, kh, kw, F), dtype=dW_dtype)
+        else:
+            dWT_parts = np.zeros((workers, K, F), dtype=dW_dtype)  # one per thread, summed
+        if direct_dx:
+            # dx = full correlation of dout with the flipped filters: a direct
+            # convolution with C "filters", padding (k-1-p)
+            wflip = np.ascontiguousarray(W2.reshape(F, C, kh, kw)[:, :, ::-1, ::-1]
+                                         .transpose(0, 2, 3, 1))      # (F, kh, kw, C)
+            dx_pad = (kh - 1 - ph, kw - 1 - pw)
+            dx_scratch = self._padded_size(F, Ho, Wo, dx_pad)
+        Hp, Wp = H + 2 * ph, Wd + 2 * pw
+        if direct_dx and direct_dw:   # no columns: chunks of padded input + dout
+            chunk = _backend.chunk_size(N, (C * Hp * Wp + 2 * F * P) * x.dtype.itemsize)
+        else:
+            chunk = self._chunk(N, K, P, max(x.dtype.itemsize, dx.dtype.itemsize))
+
+        def weight_grad_direct(worker, start, stop):
+            n = stop - start
+            if ph or pw:
+                xp = _parallel.workspace(worker, "xpad", (n, C, Hp, Wp), x.dtype)
+                xp[...] = 0
+                xp[:, :, ph:ph + H, pw:pw + Wd] = x[start:stop]
+            else:
+                xp = x[start:stop]
+            dT = _parallel.workspace(worker, "doutT", (n, Ho, Wo, F), dout2.dtype)
+            np.copyto(dT, dout2[start:stop].reshape(n, F, Ho, Wo).transpose(0, 2, 3, 1))
+            _backend.direct_conv_dw_into(xp, dT, dWt_parts[worker])
 
         def backward_chunk(worker, start, stop):
             n = stop - start
             d = dout2[start:stop]                                # (n, F, P)
-            if kept is not None:
-                cols = kept[start:stop]                          # (n, K, P)
+            if direct_dw:
+                weight_grad_direct(worker, start, stop)
             else:
-                cols = self._columns(x[start:stop], worker, K, P)
-            per_sample = _parallel.workspace(worker, "dWT", (n, K, F), dW_dtype)
-            np.matmul(cols, d.transpose(0, 2, 1), out=per_sample)  # (n, K, F)
-            dWT_parts[worker] += per_sample.sum(axis=0)
+                if kept is not None:
+                    cols = kept[start:stop]                      # (n, K, P)
+                else:
+                    cols = self._columns(x[start:stop], worker, K, P)
+                per_sample = _parallel.workspace(worker, "dWT", (n, K, F), dW_dtype)
+                np.matmul(cols, d.transpose(0, 2, 1), out=per_sample)  # (n, K, F)
+                dWT_parts[worker] += per_sample.sum(axis=0)
             if self._is_pointwise():   # dx is the columns' shape: write it directly
                 np.matmul(W2T, d, out=dx[start:stop].reshape(n, K, P))
+                return
+            if direct_dx:
+                scratch = _parallel.workspace(worker, "pad", (dx_scratch,), dx.dtype)
+                _backend.direct_conv_into(d.reshape(n, F, Ho, Wo), wflip, None,
+                                          dx[start:stop], dx_pad, scratch)
                 return
             # dcols (n, K, P) goes to the scratch buffer (the columns are used up; kept
             # columns stay intact, so backward may run again)
@@ -214,7 +307,11 @@ class Conv2D(Layer):
                                  self.pad)
 
         _parallel.run(backward_chunk, N, chunk)
-        self.W.set_grad((dWT_parts.sum(axis=0) if workers > 1 else dWT_parts[0]).T)
+        if direct_dw:
+            dWt = dWt_parts.sum(axis=0) if workers > 1 else dWt_parts[0]
+            self.W.set_grad(np.ascontiguousarray(dWt.transpose(3, 0, 1, 2)))
+        else:
+            self.W.set_grad((dWT_parts.sum(axis=0) if workers > 1 else dWT_parts[0]).T)
         if self.bias:
             self.b.set_grad(dout2.sum(axis=(0, 2)))
         return dx
