@@ -20,6 +20,7 @@ kernel would gather instead of scatter; the cost is of the same order).
 Run:  python benchmarks/bench_layout.py [--threads 2] [--repeat 7] [--dtype float32]
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -32,7 +33,13 @@ def _parse():
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--pause", type=float, default=0.2,
                    help="seconds of rest before each timed block (lets BLAS threads sleep)")
-    return p.parse_args()
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: the first shape, 2 repeats, no pause")
+    p.add_argument("--json", metavar="PATH", help="also write the results to this file")
+    args = p.parse_args()
+    if args.quick:
+        args.repeat, args.pause = 2, 0.0
+    return args
 
 
 ARGS = _parse()
@@ -154,7 +161,8 @@ def main():
     totals = {cls.name: 0.0 for cls in layouts}
     print(f"dtype {dtype}, {ARGS.threads} threads, median of {ARGS.repeat}; ms")
     print(f"{'shape N,C,HxW,F,k,p':<24}" + "".join(f"{c.name:>28}" for c in layouts))
-    for shape in SHAPES:
+    results = []
+    for shape in (SHAPES[:1] if ARGS.quick else SHAPES):
         N, C, H, F, k, p = shape
         x = rng.standard_normal((N, C, H, H)).astype(dtype)
         W2 = (rng.standard_normal((F, C * k * k)) * 0.1).astype(dtype)
@@ -173,6 +181,8 @@ def main():
             fwd = _median_ms(lambda: lay.forward(x, W2), ARGS.repeat, ARGS.pause)
             bwd = _median_ms(lambda: lay.backward(dout), ARGS.repeat, ARGS.pause)
             totals[cls.name] += fwd + bwd
+            results.append({"shape": list(shape), "layout": cls.name,
+                            "forward_ms": fwd, "backward_ms": bwd})
             cells.append(f"{fwd:8.1f} / {bwd:6.1f} fwd/bwd")
         label = f"{N},{C},{H}x{H},{F},{k},{p}"
         print(f"{label:<24}" + "".join(f"{c:>28}" for c in cells))
@@ -180,6 +190,10 @@ def main():
     base = totals[PerSample.name]
     for cls in layouts[1:]:
         print(f"{cls.name}: {base / totals[cls.name]:.2f}x the speed of (a)")
+    if ARGS.json:
+        with open(ARGS.json, "w") as f:
+            json.dump({"threads": ARGS.threads, "dtype": ARGS.dtype, "repeat": ARGS.repeat,
+                       "results": results, "totals_ms": totals}, f, indent=2)
 
 
 if __name__ == "__main__":
