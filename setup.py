@@ -50,10 +50,14 @@ class AiriBuildExt(build_ext):
             opt, omp, omp_link = ["/O2"], ["/openmp"], []
         else:
             opt, omp, omp_link = ["-O3"], ["-fopenmp"], ["-fopenmp"]
-        use_omp = os.environ.get("AIRI_NO_OPENMP", "0") != "1" and \
-            _compiler_accepts(self.compiler, omp, omp_link)
-        if not use_omp:
-            print("airi: building the kernels WITHOUT OpenMP (compiler does not support it)")
+        if os.environ.get("AIRI_NO_OPENMP", "0") == "1":
+            use_omp = False
+            print("airi: building the kernels WITHOUT OpenMP (AIRI_NO_OPENMP=1)")
+        else:
+            use_omp = _compiler_accepts(self.compiler, omp, omp_link)
+            if not use_omp:
+                print("airi: building the kernels WITHOUT OpenMP (the compiler does not "
+                      "support it); they will run on one thread")
         for ext in self.extensions:
             ext.extra_compile_args = opt + (omp if use_omp else [])
             ext.extra_link_args = omp_link if use_omp else []
