@@ -57,7 +57,7 @@ class AiriBuildExt(build_ext):
             use_omp = _compiler_accepts(self.compiler, omp, omp_link)
             if not use_omp:
                 print("airi: building the kernels WITHOUT OpenMP (the compiler does not "
-                      "support it); they will run on one thread")
+                      "support it); their prange loops run serially")
         for ext in self.extensions:
             ext.extra_compile_args = opt + (omp if use_omp else [])
             ext.extra_link_args = omp_link if use_omp else []
