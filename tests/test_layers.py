@@ -578,3 +578,22 @@ def test_conv2d_direct_path_mixed_dtypes_and_switch():
         _backend.set_direct_conv(previous)
     np.testing.assert_allclose(out, out_im2col, rtol=1e-4, atol=1e-4)
     assert layer.to(np.float64)._plan(x) == (False, False, False)
+
+
+@pytest.mark.parametrize("shape", [(40, 16, 20, 32, 3, 1), (24, 3, 12, 16, 5, 0)])
+def test_conv_weight_gradient_bit_identical_across_thread_counts(each_backend, shape):
+    """dW is summed per chunk in chunk order, so it does not depend on which thread ran
+    which chunk: the same bits on 1 or 2 threads, run after run (reproducible seeds)."""
+    N, C, H, F, k, p = shape
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    conv = Conv2D(C, F, k, pad=p)
+    dout = rng.standard_normal(conv.forward(x).shape).astype(np.float32)
+    grads = []
+    for threads in (1, 2, 2, 2):
+        airi.set_num_threads(threads)
+        conv.forward(x)
+        conv.backward(dout)
+        grads.append(conv.W.grad.copy())
+    for g in grads[1:]:
+        assert np.array_equal(g, grads[0])

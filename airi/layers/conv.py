@@ -243,16 +243,10 @@ class Conv2D(Layer):
         W2T = W2.T
         dx = np.empty(x.shape, dtype=np.result_type(W2.dtype, dout2.dtype))
         dW_dtype = np.result_type(dout2.dtype, x.dtype)
-        workers = _parallel.workers_available()
         _, direct_dx, direct_dw = self._plan(x, dout2)
         (kh, kw), (ph, pw) = self.filter_size, self.pad
         C, H, Wd = x.shape[1:]
         Ho, Wo = dout.shape[2:]
-        if direct_dw:
-            # dW^T (C, kh, kw, F) accumulated per thread by the direct kernel
-            dWt_parts = np.zeros((workers, C, kh, kw, F), dtype=dW_dtype)
-        else:
-            dWT_parts = np.zeros((workers, K, F), dtype=dW_dtype)  # one per thread, summed
         if direct_dx:
             # dx = full correlation of dout with the flipped filters: a direct
             # convolution with C "filters", padding (k-1-p)
@@ -265,6 +259,13 @@ class Conv2D(Layer):
             chunk = _backend.chunk_size(N, (C * Hp * Wp + 2 * F * P) * x.dtype.itemsize)
         else:
             chunk = self._chunk(N, K, P, max(x.dtype.itemsize, dx.dtype.itemsize))
+        # One weight-gradient slot per chunk, summed in chunk order at the end: the
+        # result does not depend on which thread ran which chunk (bit-reproducible runs).
+        n_chunks = -(-N // chunk)
+        if direct_dw:   # dW^T (C, kh, kw, F), accumulated by the direct kernel
+            dWt_parts = np.zeros((n_chunks, C, kh, kw, F), dtype=dW_dtype)
+        else:           # dW^T (K, F)
+            dWT_parts = np.empty((n_chunks, K, F), dtype=dW_dtype)
 
         def weight_grad_direct(worker, start, stop):
             n = stop - start
@@ -276,7 +277,7 @@ class Conv2D(Layer):
                 xp = x[start:stop]
             dT = _parallel.workspace(worker, "doutT", (n, Ho, Wo, F), dout2.dtype)
             np.copyto(dT, dout2[start:stop].reshape(n, F, Ho, Wo).transpose(0, 2, 3, 1))
-            _backend.direct_conv_dw_into(xp, dT, dWt_parts[worker])
+            _backend.direct_conv_dw_into(xp, dT, dWt_parts[start // chunk])
 
         def backward_chunk(worker, start, stop):
             n = stop - start
@@ -290,7 +291,7 @@ class Conv2D(Layer):
                     cols = self._columns(x[start:stop], worker, K, P)
                 per_sample = _parallel.workspace(worker, "dWT", (n, K, F), dW_dtype)
                 np.matmul(cols, d.transpose(0, 2, 1), out=per_sample)  # (n, K, F)
-                dWT_parts[worker] += per_sample.sum(axis=0)
+                per_sample.sum(axis=0, out=dWT_parts[start // chunk])
             if self._is_pointwise():   # dx is the columns' shape: write it directly
                 np.matmul(W2T, d, out=dx[start:stop].reshape(n, K, P))
                 return
@@ -308,10 +309,9 @@ class Conv2D(Layer):
 
         _parallel.run(backward_chunk, N, chunk)
         if direct_dw:
-            dWt = dWt_parts.sum(axis=0) if workers > 1 else dWt_parts[0]
-            self.W.set_grad(np.ascontiguousarray(dWt.transpose(3, 0, 1, 2)))
+            self.W.set_grad(np.ascontiguousarray(dWt_parts.sum(axis=0).transpose(3, 0, 1, 2)))
         else:
-            self.W.set_grad((dWT_parts.sum(axis=0) if workers > 1 else dWT_parts[0]).T)
+            self.W.set_grad(dWT_parts.sum(axis=0).T)
         if self.bias:
             self.b.set_grad(dout2.sum(axis=(0, 2)))
         return dx
