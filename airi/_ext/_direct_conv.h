@@ -13,7 +13,10 @@
 #include <string.h>
 
 #if defined(__GNUC__)
+/* one native register each: 16 floats (AVX-512), 8 (AVX2), 4 (SSE2) */
 typedef float airi_v16sf __attribute__((vector_size(64)));
+typedef float airi_v8sf __attribute__((vector_size(32)));
+typedef float airi_v4sf __attribute__((vector_size(16)));
 #define AIRI_HAVE_DIRECT 1
 #else
 #define AIRI_HAVE_DIRECT 0
@@ -23,45 +26,43 @@ typedef float airi_v16sf __attribute__((vector_size(64)));
 
 #if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 6)
 #define AIRI_DISPATCH 1
-/* 32 vector registers: 12 pixels x 16 filters, or 6 pixels x 32 filters */
+/* 32 registers of 16 floats: 12 pixels x 16 filters, or 6 pixels x 32 filters */
 #define AIRI_SFX _avx512
 #define AIRI_ATTR __attribute__((target("avx512f,fma")))
+#define AIRI_VEC airi_v16sf
+#define AIRI_VL 16
+#define AIRI_FW_NF 2
+#define AIRI_FW_OB 6
 #define AIRI_OB1 12
-#define AIRI_OB2 6
 #define AIRI_DW_ACC 24
 #include "_direct_conv_body.h"
-#undef AIRI_SFX
-#undef AIRI_ATTR
-#undef AIRI_OB1
-#undef AIRI_OB2
-#undef AIRI_DW_ACC
-/* 16 registers, a 16-float vector is two of them */
+#include "_direct_conv_undef.h"
+/* 16 registers of 8 floats: 12 pixels x 8 filters, or 6 pixels x 16 filters */
 #define AIRI_SFX _avx2
 #define AIRI_ATTR __attribute__((target("avx2,fma")))
-#define AIRI_OB1 6
-#define AIRI_OB2 3
-#define AIRI_DW_ACC 6
+#define AIRI_VEC airi_v8sf
+#define AIRI_VL 8
+#define AIRI_FW_NF 2
+#define AIRI_FW_OB 6
+#define AIRI_OB1 12
+#define AIRI_DW_ACC 12
 #include "_direct_conv_body.h"
-#undef AIRI_SFX
-#undef AIRI_ATTR
-#undef AIRI_OB1
-#undef AIRI_OB2
-#undef AIRI_DW_ACC
+#include "_direct_conv_undef.h"
 #else
 #define AIRI_DISPATCH 0
 #endif
 
+/* 16 registers of 4 floats (SSE2, every x86-64; elsewhere GCC's generic code) */
 #define AIRI_SFX _base
 #define AIRI_ATTR
-#define AIRI_OB1 4
-#define AIRI_OB2 2
-#define AIRI_DW_ACC 3
+#define AIRI_VEC airi_v4sf
+#define AIRI_VL 4
+#define AIRI_FW_NF 2
+#define AIRI_FW_OB 6
+#define AIRI_OB1 12
+#define AIRI_DW_ACC 12
 #include "_direct_conv_body.h"
-#undef AIRI_SFX
-#undef AIRI_ATTR
-#undef AIRI_OB1
-#undef AIRI_OB2
-#undef AIRI_DW_ACC
+#include "_direct_conv_undef.h"
 
 /* 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline; decided once. */
 static int airi_dc_level = -1;

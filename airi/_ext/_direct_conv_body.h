@@ -1,16 +1,22 @@
 /* One instruction-set version of the direct convolution (see _direct_conv.h, which
- * includes this file once per version with AIRI_SFX (name suffix), AIRI_ATTR (target
- * attribute) and AIRI_OB1 / AIRI_OB2 (output pixels per register block) defined).
+ * includes this file once per version with these defined:
+ *   AIRI_SFX     name suffix;              AIRI_ATTR   target attribute;
+ *   AIRI_VEC     the native float vector;  AIRI_VL     its lanes (16, 8 or 4);
+ *   AIRI_FW_NF   native vectors of filters in the wide forward block, AIRI_FW_OB its
+ *                output pixels; AIRI_OB1 output pixels of the one-vector block;
+ *   AIRI_DW_ACC  accumulator registers the weight-gradient block may use.)
  *
- * Registers hold a block of OB output pixels of one output row x 16 (or 2 x 16) filters;
- * each step loads one 16-filter weight vector per block of filters and broadcasts one
- * input value per pixel: OB (or 2*OB) fused multiply-adds per weight load. */
+ * Every vector is one machine register: GCC lowers a vector wider than the target's
+ * (say 16 floats under AVX2) through memory, which measured 20x slower than native.
+ * Registers hold a block of OB output pixels of one output row x NF vectors of filters;
+ * each step loads NF weight vectors and broadcasts one input value per pixel: NF*OB
+ * fused multiply-adds per OB + NF loads. */
 
 #define AIRI_CAT_(a, b) a##b
 #define AIRI_CAT(a, b) AIRI_CAT_(a, b)
 #define AIRI_NAME(base) AIRI_CAT(base, AIRI_SFX)
 
-/* out[f0 .. f0+16*NF, oh, ow0 .. ow0+OB) for one output row; NF and OB are constants
+/* out[f0 .. f0+VL*NF, oh, ow0 .. ow0+OB) for one output row; NF and OB are constants
  * at every call, so the loops over them unroll and acc stays in registers. */
 static inline __attribute__((always_inline)) AIRI_ATTR void
 AIRI_NAME(airi_dc_block_)(const float* xp, const float* wt, const float* bias,
@@ -19,10 +25,10 @@ AIRI_NAME(airi_dc_block_)(const float* xp, const float* wt, const float* bias,
                           ptrdiff_t Wo, ptrdiff_t f0, ptrdiff_t oh, ptrdiff_t ow0,
                           const int NF, const int OB)
 {
-    airi_v16sf acc[2][12];
+    AIRI_VEC acc[4][12];
     for (int v = 0; v < NF; v++) {
-        airi_v16sf b0 = {0};
-        if (bias) memcpy(&b0, bias + f0 + 16 * v, sizeof(b0));
+        AIRI_VEC b0 = {0};
+        if (bias) memcpy(&b0, bias + f0 + AIRI_VL * v, sizeof(b0));
         for (int o = 0; o < OB; o++) acc[v][o] = b0;
     }
     for (ptrdiff_t c = 0; c < C; c++) {
@@ -30,8 +36,9 @@ AIRI_NAME(airi_dc_block_)(const float* xp, const float* wt, const float* bias,
             const float* xr = xp + (c * Hp + oh + i) * Wp + ow0;
             const float* wr = wt + (c * kh + i) * kw * F + f0;
             for (ptrdiff_t j = 0; j < kw; j++) {
-                airi_v16sf w[2];
-                for (int v = 0; v < NF; v++) memcpy(&w[v], wr + j * F + 16 * v, sizeof(w[v]));
+                AIRI_VEC w[4];
+                for (int v = 0; v < NF; v++)
+                    memcpy(&w[v], wr + j * F + AIRI_VL * v, sizeof(w[v]));
                 for (int o = 0; o < OB; o++) {
                     const float s = xr[o + j];
                     for (int v = 0; v < NF; v++) acc[v][o] += w[v] * s;
@@ -40,8 +47,8 @@ AIRI_NAME(airi_dc_block_)(const float* xp, const float* wt, const float* bias,
         }
     }
     for (int v = 0; v < NF; v++)
-        for (int l = 0; l < 16; l++) {
-            float* dst = out + (f0 + 16 * v + l) * P + oh * Wo + ow0;
+        for (int l = 0; l < AIRI_VL; l++) {
+            float* dst = out + (f0 + AIRI_VL * v + l) * P + oh * Wo + ow0;
             for (int o = 0; o < OB; o++) dst[o] = acc[v][o][l];
         }
 }
@@ -73,11 +80,11 @@ AIRI_NAME(airi_dc_sample_)(const float* xp, const float* wt, const float* bias,
 {
     const ptrdiff_t Ho = Hp - kh + 1, Wo = Wp - kw + 1, P = Ho * Wo;
     ptrdiff_t f0 = 0;
-    for (; f0 + 32 <= F; f0 += 32)
+    for (; f0 + AIRI_VL * AIRI_FW_NF <= F; f0 += AIRI_VL * AIRI_FW_NF)
         for (ptrdiff_t oh = 0; oh < Ho; oh++)
             AIRI_NAME(airi_dc_row_)(xp, wt, bias, out, C, Hp, Wp, F, kh, kw, P, Wo, f0,
-                                    oh, 2, AIRI_OB2);
-    for (; f0 < F; f0 += 16)
+                                    oh, AIRI_FW_NF, AIRI_FW_OB);
+    for (; f0 < F; f0 += AIRI_VL)
         for (ptrdiff_t oh = 0; oh < Ho; oh++)
             AIRI_NAME(airi_dc_row_)(xp, wt, bias, out, C, Hp, Wp, F, kh, kw, P, Wo, f0,
                                     oh, 1, AIRI_OB1);
@@ -95,17 +102,18 @@ AIRI_NAME(airi_dw_block_)(const float* xp, const float* dT, float* dwt, ptrdiff_
                           const int NF, const int KW, const int IB)
 {
     const ptrdiff_t Ho = Hp - kh + 1, Wo = Wp - KW + 1;
-    airi_v16sf acc[8][7][2];
+    AIRI_VEC acc[8][7][2];
     for (int ii = 0; ii < IB; ii++)
         for (int j = 0; j < KW; j++)
-            for (int v = 0; v < NF; v++) acc[ii][j][v] = (airi_v16sf){0};
+            for (int v = 0; v < NF; v++) acc[ii][j][v] = (AIRI_VEC){0};
     for (ptrdiff_t s = 0; s < n; s++) {
         for (ptrdiff_t oh = 0; oh < Ho; oh++) {
             const float* xr = xp + ((s * C + c) * Hp + oh + i0) * Wp;
             const float* dr = dT + (s * Ho + oh) * Wo * F + f0;
             for (ptrdiff_t ow = 0; ow < Wo; ow++) {
-                airi_v16sf d[2];
-                for (int v = 0; v < NF; v++) memcpy(&d[v], dr + ow * F + 16 * v, sizeof(d[v]));
+                AIRI_VEC d[2];
+                for (int v = 0; v < NF; v++)
+                    memcpy(&d[v], dr + ow * F + AIRI_VL * v, sizeof(d[v]));
                 for (int ii = 0; ii < IB; ii++)
                     for (int j = 0; j < KW; j++) {
                         const float x = xr[ii * Wp + ow + j];
@@ -117,8 +125,8 @@ AIRI_NAME(airi_dw_block_)(const float* xp, const float* dT, float* dwt, ptrdiff_
     for (int ii = 0; ii < IB; ii++)
         for (int j = 0; j < KW; j++)
             for (int v = 0; v < NF; v++) {
-                float* dst = dwt + ((c * kh + i0 + ii) * KW + j) * F + f0 + 16 * v;
-                airi_v16sf cur;
+                float* dst = dwt + ((c * kh + i0 + ii) * KW + j) * F + f0 + AIRI_VL * v;
+                AIRI_VEC cur;
                 memcpy(&cur, dst, sizeof(cur));
                 cur += acc[ii][j][v];
                 memcpy(dst, &cur, sizeof(cur));
@@ -157,21 +165,24 @@ AIRI_NAME(airi_dw_rows_)(const float* xp, const float* dT, float* dwt, ptrdiff_t
 }
 
 /* xp (n, C, Hp, Wp) padded chunk, dT (n, Ho, Wo, F) = dout transposed, dwt (C, kh, kw,
- * F) accumulated into; F % 16 == 0; kw in {3, 5, 7} (returns 0 otherwise, 1 when done). */
+ * F) accumulated into; F % VL == 0; kw in {3, 5, 7} (returns 0 otherwise, 1 when done). */
 static AIRI_ATTR int
 AIRI_NAME(airi_dw_chunk_)(const float* xp, const float* dT, float* dwt, ptrdiff_t n,
                           ptrdiff_t C, ptrdiff_t Hp, ptrdiff_t Wp, ptrdiff_t F,
                           ptrdiff_t kh, ptrdiff_t kw)
 {
     if (kw != 3 && kw != 5 && kw != 7) return 0;
+    /* two vectors of filters per block while their accumulators for one kernel row
+     * fit the registers; one vector otherwise (and for the last VL filters) */
+    const int nf = 2 * (int)kw <= AIRI_DW_ACC ? 2 : 1;
     for (ptrdiff_t c = 0; c < C; c++) {
         ptrdiff_t f0 = 0;
-        for (; f0 + 32 <= F; f0 += 32) {
+        for (; nf == 2 && f0 + 2 * AIRI_VL <= F; f0 += 2 * AIRI_VL) {
             if (kw == 3) AIRI_NAME(airi_dw_rows_)(xp, dT, dwt, n, C, Hp, Wp, F, kh, c, f0, 2, 3);
             else if (kw == 5) AIRI_NAME(airi_dw_rows_)(xp, dT, dwt, n, C, Hp, Wp, F, kh, c, f0, 2, 5);
             else AIRI_NAME(airi_dw_rows_)(xp, dT, dwt, n, C, Hp, Wp, F, kh, c, f0, 2, 7);
         }
-        for (; f0 < F; f0 += 16) {
+        for (; f0 < F; f0 += AIRI_VL) {
             if (kw == 3) AIRI_NAME(airi_dw_rows_)(xp, dT, dwt, n, C, Hp, Wp, F, kh, c, f0, 1, 3);
             else if (kw == 5) AIRI_NAME(airi_dw_rows_)(xp, dT, dwt, n, C, Hp, Wp, F, kh, c, f0, 1, 5);
             else AIRI_NAME(airi_dw_rows_)(xp, dT, dwt, n, C, Hp, Wp, F, kh, c, f0, 1, 7);
