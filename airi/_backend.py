@@ -427,6 +427,15 @@ def _direct_level():
 #       but with C = 3 (a network's first layer) bench_layers.py measured the Conv2D
 #       backward slower (128,3,32,16,5,0: 4.9 -> 5.6 and 7.7 ms): direct for kernel
 #       widths 3, 5, 7 (the ones compiled), F <= 128 and C >= 16.
+# On an AVX2 machine (2-core AMD EPYC, 8-float registers, half the AVX-512 machine's
+# FMA width; tune script in benchmarks/README.md, 2 threads, whole Conv2D, ms im2col +
+# GEMM -> direct): forward 128,3,32,16,5,0  5.2 -> 2.9;  128,16,14,16,5,0  4.3 -> 2.0;
+#   64,16,14,32,5,0  3.4 -> 1.9;  128,32,32,32,3,1  24.5 -> 23.1;  64,64,16,64,3,1
+#   10.8 -> 10.3; 128,128,8,128,3,1  22.8 -> 32.6: the same F <= 64 rule.
+#   dx: never won (64,16,14,32,5,0  5.0 -> 6.7;  128,32,32,32,3,1  54.2 -> 55.2;
+#   128,128,8,128,3,1  46.5 -> 63.4): off.  dW: wins on small images only
+#   (128,16,14,16,5,0  8.5 -> 5.9;  64,16,14,32,5,0  5.0 -> 4.1; 16x16 even;
+#   128,32,32,32,3,1  54.2 -> 66.2): for Ho*Wo < 256 and C >= 16.
 # Only with AVX2 or AVX-512 (the baseline SSE build of the kernels was not measured to
 # win). The NumPy backend always uses im2col (its direct twins are im2col + matmul).
 _direct_enabled = os.environ.get("AIRI_DIRECT_CONV", "1").strip() != "0"
@@ -450,7 +459,12 @@ def direct_conv_plan(dtype, C, F, kernel, stride, pad, H, W):
         return False, False, False
     (kh, kw), (ph, pw) = kernel, pad
     forward = F <= 64
-    dx = C % 16 == 0 and ph <= kh - 1 and pw <= kw - 1 and min(H, W) >= 16 and \
-        (kh - 1) * 4 <= H and (kw - 1) * 4 <= W
-    dw = kw in (3, 5, 7) and C >= 16
+    if _direct_level() >= 2:       # AVX-512
+        dx = C % 16 == 0 and ph <= kh - 1 and pw <= kw - 1 and min(H, W) >= 16 and \
+            (kh - 1) * 4 <= H and (kw - 1) * 4 <= W
+        dw = kw in (3, 5, 7) and C >= 16
+    else:                          # AVX2
+        out_pixels = (H + 2 * ph - kh + 1) * (W + 2 * pw - kw + 1)
+        dx = False
+        dw = kw in (3, 5, 7) and C >= 16 and out_pixels < 256
     return forward, dx, dw

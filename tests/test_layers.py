@@ -520,14 +520,42 @@ DIRECT_LAYER_CASES = [
 ]
 
 
+def _every_direct_pass(dtype, C, F, kernel, stride, pad, H, W):
+    """A plan that runs every pass the direct kernels can do (whatever the speed rule of
+    this CPU says), so each kernel path is checked on every machine."""
+    from airi import _backend
+    (kh, kw), (ph, pw) = kernel, pad
+    if _backend.backend() != "cython" or np.dtype(dtype) != np.float32 or \
+            tuple(stride) != (1, 1) or F % 16:
+        return False, False, False
+    return True, C % 16 == 0 and ph <= kh - 1 and pw <= kw - 1, kw in (3, 5, 7)
+
+
+def _expected_plan(level, C, H, W, F, k, pad):
+    """The speed rule of airi._backend.direct_conv_plan for these test cases."""
+    forward = F <= 64
+    if level >= 2:
+        return (forward, C % 16 == 0 and min(H, W) >= 16 and (k - 1) * 4 <= min(H, W),
+                k in (3, 5, 7) and C >= 16)
+    out_pixels = (H + 2 * pad - k + 1) * (W + 2 * pad - k + 1)
+    return forward, False, k in (3, 5, 7) and C >= 16 and out_pixels < 256
+
+
+@pytest.mark.parametrize("plan_mode", ["rule", "every"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", DIRECT_LAYER_CASES)
-def test_conv2d_direct_path_matches_im2col_path(case, threads):
+def test_conv2d_direct_path_matches_im2col_path(case, threads, plan_mode, monkeypatch):
     """On the compiled backend Conv2D runs some passes as direct convolutions; the
-    results equal the NumPy backend's im2col + GEMM to float32 tolerance."""
+    results equal the NumPy backend's im2col + GEMM to float32 tolerance, both with this
+    CPU's speed rule and with every pass the kernels can do forced direct."""
     from airi import _backend
     if "cython" not in _backend.available_backends():
         pytest.skip("compiled kernels not built")
+    if plan_mode == "every":
+        from airi._ext import _conv
+        if _conv.direct_conv_level() < 0:
+            pytest.skip("direct kernels not compiled in")
+        monkeypatch.setattr(_backend, "direct_conv_plan", _every_direct_pass)
     N, C, H, W, F, k, pad = case
     airi.set_num_threads(threads)
     rng = np.random.default_rng(7)
@@ -547,10 +575,10 @@ def test_conv2d_direct_path_matches_im2col_path(case, threads):
         assert got.shape == want.shape and got.dtype == want.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     from airi._ext import _conv
-    if _conv.direct_conv_level() >= 1:
-        assert plan[0], "the forward pass of a F % 16 == 0, stride-1 conv runs direct"
-        assert plan[1] == (C % 16 == 0 and min(H, W) >= 16 and (k - 1) * 4 <= min(H, W))
-        assert plan[2] == (k in (3, 5, 7) and C >= 16)
+    if plan_mode == "rule" and _conv.direct_conv_level() >= 1:
+        assert plan == _expected_plan(_conv.direct_conv_level(), C, H, W, F, k, pad)
+    if plan_mode == "every":
+        assert plan[0] and plan[2] == (k in (3, 5, 7)), plan
 
 
 def test_conv2d_direct_path_mixed_dtypes_and_switch():
