@@ -432,10 +432,15 @@ def _direct_level():
 # GEMM -> direct): forward 128,3,32,16,5,0  5.2 -> 2.9;  128,16,14,16,5,0  4.3 -> 2.0;
 #   64,16,14,32,5,0  3.4 -> 1.9;  128,32,32,32,3,1  24.5 -> 23.1;  64,64,16,64,3,1
 #   10.8 -> 10.3; 128,128,8,128,3,1  22.8 -> 32.6: the same F <= 64 rule.
-#   dx: never won (64,16,14,32,5,0  5.0 -> 6.7;  128,32,32,32,3,1  54.2 -> 55.2;
-#   128,128,8,128,3,1  46.5 -> 63.4): off.  dW: wins on small images only
-#   (128,16,14,16,5,0  8.5 -> 5.9;  64,16,14,32,5,0  5.0 -> 4.1; 16x16 even;
-#   128,32,32,32,3,1  54.2 -> 66.2): for Ho*Wo < 256 and C >= 16.
+#   Backward (dx, dW) follow the GEMM they replace, whose inner or outer size is F:
+#   with F = 16 both win (128,16,28,16,5,0  26.4 -> 15.6;  128,16,32,16,3,1  18.0 ->
+#   12.5;  128,16,16,16,5,0  7.8 -> 5.0). dx also for 3x3 with F = 32
+#   (128,16,32,32,3,1  25.8 -> 21.7;  128,32,32,32,3,1  48.9 -> 45.3) but not 5x5
+#   (128,32,28,32,5,0  71.9 -> 75.5;  64,16,14,32,5,0  5.0 -> 6.7) nor F >= 64
+#   (128,128,8,128,3,1  46.5 -> 63.4). dW also for 5x5 (128,32,28,32,5,0  71.9 ->
+#   61.4;  64,16,14,32,5,0  5.0 -> 4.1) and small images (Ho*Wo <= 256:
+#   128,32,16,32,3,1  13.6 -> 12.5;  128,128,8,128,3,1  46.5 -> 43.5) but not 3x3
+#   with F = 32 on 32x32 (48.9 -> 52.9).
 # Only with AVX2 or AVX-512 (the baseline SSE build of the kernels was not measured to
 # win). The NumPy backend always uses im2col (its direct twins are im2col + matmul).
 _direct_enabled = os.environ.get("AIRI_DIRECT_CONV", "1").strip() != "0"
@@ -465,6 +470,7 @@ def direct_conv_plan(dtype, C, F, kernel, stride, pad, H, W):
         dw = kw in (3, 5, 7) and C >= 16
     else:                          # AVX2
         out_pixels = (H + 2 * ph - kh + 1) * (W + 2 * pw - kw + 1)
-        dx = False
-        dw = kw in (3, 5, 7) and C >= 16 and out_pixels < 256
+        dx = C % 16 == 0 and ph <= kh - 1 and pw <= kw - 1 and min(H, W) >= 16 and \
+            (F == 16 or (kh, kw) == (3, 3) and F <= 32)
+        dw = kw in (3, 5, 7) and C >= 16 and (F == 16 or kw >= 5 or out_pixels <= 256)
     return forward, dx, dw

@@ -538,7 +538,9 @@ def _expected_plan(level, C, H, W, F, k, pad):
         return (forward, C % 16 == 0 and min(H, W) >= 16 and (k - 1) * 4 <= min(H, W),
                 k in (3, 5, 7) and C >= 16)
     out_pixels = (H + 2 * pad - k + 1) * (W + 2 * pad - k + 1)
-    return forward, False, k in (3, 5, 7) and C >= 16 and out_pixels < 256
+    dx = C % 16 == 0 and min(H, W) >= 16 and (F == 16 or k == 3 and F <= 32)
+    dw = k in (3, 5, 7) and C >= 16 and (F == 16 or k >= 5 or out_pixels <= 256)
+    return forward, dx, dw
 
 
 @pytest.mark.parametrize("plan_mode", ["rule", "every"])
