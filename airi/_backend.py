@@ -38,25 +38,25 @@ __all__ = ["backend", "set_backend", "available_backends", "compiled_error",
            "avgpool_forward", "avgpool_backward", "conv_output_shape", "pair"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_KERNEL_API_VERSION = 3  # must equal API_VERSION in airi/_ext/_conv.pyx and _pool.pyx
+_KERNEL_API_VERSION = 3  # must equal API_VERSION in airi/_ext/_conv.pyx, _norm.pyx, _pool.pyx
 
 
 # --------------------------------------------------------------------- loading
 def _load_compiled():
     """Import the compiled kernels; return (module-like namespace, None) or (None, why)."""
     try:
-        from ._ext import _conv, _pool
+        from ._ext import _conv, _norm, _pool
     except Exception as exc:  # ImportError, or an ABI mismatch
         return None, f"{type(exc).__name__}: {exc}"
     # airi/_ext/__init__.py may have found the modules of another copy of airi (an
     # older install): only use them if they speak this version's kernel API.
-    for module in (_conv, _pool):
+    for module in (_conv, _norm, _pool):
         found = getattr(module, "API_VERSION", None)
         if found != _KERNEL_API_VERSION:
             return None, (f"{module.__file__} has kernel API_VERSION {found!r}, this airi "
                           f"needs {_KERNEL_API_VERSION} (a stale build: reinstall airi "
                           "or rebuild with `python setup.py build_ext --inplace`)")
-    return _CompiledKernels(_conv, _pool), None
+    return _CompiledKernels(_conv, _pool, _norm), None
 
 
 # The compiled kernels run on airi's own threads (airi/_parallel.py: the batch is cut in
@@ -71,8 +71,8 @@ class _CompiledKernels:
     """Adapts the low-level Cython signatures to the twins' signatures, and runs them
     on slices of the batch on airi's threads."""
 
-    def __init__(self, conv, pool):
-        self._conv, self._pool = conv, pool
+    def __init__(self, conv, pool, norm):
+        self._conv, self._pool, self._norm = conv, pool, norm
 
     def im2col(self, x, kernel, stride, pad):
         N, C, H, W = x.shape
@@ -115,6 +115,33 @@ class _CompiledKernels:
         dx = np.empty(x_shape, dtype=dout.dtype)
         _over_batch(lambda a, b: self._pool.avgpool_backward_into(
             dout[a:b], dx[a:b], *kernel, *stride, 1), x_shape[0], dx.size)
+        return dx
+
+
+    def batchnorm_moments(self, x):
+        N, C = x.shape[:2]
+        mean, m2 = np.empty((N, C)), np.empty((N, C))
+        _over_batch(lambda a, b: self._norm.plane_moments_into(x[a:b], mean[a:b],
+                                                               m2[a:b]), N, x.size)
+        return mean, m2
+
+    def batchnorm_normalize(self, x, shift, invstd, gamma, beta):
+        xhat, out = np.empty_like(x), np.empty_like(x)
+        _over_batch(lambda a, b: self._norm.normalize_into(
+            x[a:b], shift, invstd, gamma, beta, xhat[a:b], out[a:b]), len(x), x.size)
+        return xhat, out
+
+    def batchnorm_grad_sums(self, dout, xhat):
+        N, C = dout.shape[:2]
+        s1, s2 = np.empty((N, C)), np.empty((N, C))
+        _over_batch(lambda a, b: self._norm.plane_grad_sums_into(
+            dout[a:b], xhat[a:b], s1[a:b], s2[a:b]), N, dout.size)
+        return s1, s2
+
+    def batchnorm_input_grad(self, dout, xhat, k_xhat, mean_dout, scale):
+        dx = np.empty_like(xhat)
+        _over_batch(lambda a, b: self._norm.input_grad_into(
+            dout[a:b], xhat[a:b], k_xhat, mean_dout, scale, dx[a:b]), len(dx), dx.size)
         return dx
 
 
@@ -474,3 +501,52 @@ def direct_conv_plan(dtype, C, F, kernel, stride, pad, H, W):
             (F == 16 or (kh, kw) == (3, 3) and F <= 32)
         dw = kw in (3, 5, 7) and C >= 16 and (F == 16 or kw >= 5 or out_pixels <= 256)
     return forward, dx, dw
+
+
+# ------------------------------------------------------------- batch normalisation
+# BatchNorm's memory-bound passes (see airi/_ext/_norm.pyx). The layer views its input
+# as planes (N, C, P) and passes arrays of one float dtype (vectors (C,) included).
+def _check_planes(name, *arrays):
+    dtype = arrays[0].dtype
+    if dtype not in _FLOATS or any(a.dtype != dtype for a in arrays):
+        raise ValueError(f"{name}: arrays must share one float dtype, got "
+                         f"{[str(a.dtype) for a in arrays]}")
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def batchnorm_moments(x):
+    """x (N, C, P) -> per-plane mean (N, C) and sum of squared deviations m2 (N, C),
+    float64."""
+    (x,) = _check_planes("batchnorm_moments", _check_array(x, "batchnorm input", 3))
+    return _impl.batchnorm_moments(x)
+
+
+def batchnorm_normalize(x, shift, invstd, gamma, beta):
+    """x (N, C, P), vectors (C,) -> (xhat, out): xhat = (x - shift) * invstd and out =
+    gamma * xhat + beta per channel."""
+    x = _check_array(x, "batchnorm input", 3)
+    x, shift, invstd, gamma, beta = _check_planes("batchnorm_normalize", x, shift,
+                                                  invstd, gamma, beta)
+    return _impl.batchnorm_normalize(x, shift, invstd, gamma, beta)
+
+
+def batchnorm_grad_sums(dout, xhat):
+    """dout, xhat (N, C, P) -> per plane sum(dout) and sum(dout * xhat), (N, C) float64."""
+    dout = _check_array(dout, "batchnorm gradient", 3)
+    dout, xhat = _check_planes("batchnorm_grad_sums", dout, xhat)
+    if dout.shape != xhat.shape:
+        raise ValueError(f"batchnorm_grad_sums: dout {dout.shape} and xhat {xhat.shape} "
+                         "differ")
+    return _impl.batchnorm_grad_sums(dout, xhat)
+
+
+def batchnorm_input_grad(dout, xhat, k_xhat, mean_dout, scale):
+    """dout, xhat (N, C, P), vectors (C,) -> dx = (dout - mean_dout + k_xhat * xhat) *
+    scale, (N, C, P)."""
+    dout = _check_array(dout, "batchnorm gradient", 3)
+    dout, xhat, k_xhat, mean_dout, scale = _check_planes(
+        "batchnorm_input_grad", dout, xhat, k_xhat, mean_dout, scale)
+    if dout.shape != xhat.shape:
+        raise ValueError(f"batchnorm_input_grad: dout {dout.shape} and xhat {xhat.shape} "
+                         "differ")
+    return _impl.batchnorm_input_grad(dout, xhat, k_xhat, mean_dout, scale)

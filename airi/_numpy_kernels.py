@@ -220,3 +220,41 @@ def direct_conv_dw(xp, dT, kernel):
     cols = im2col(xp, kernel, (1, 1), (0, 0))                  # (n, C*kh*kw, Ho*Wo)
     dwt = np.matmul(cols, dT.reshape(n, -1, F)).sum(axis=0)    # (C*kh*kw, F)
     return dwt.reshape((C,) + tuple(kernel) + (F,))
+
+
+# ------------------------------------------------------------- batch normalisation
+# Planes: x (N, C, P), one plane of P values per sample and channel. Same contracts as
+# the compiled airi/_ext/_norm.pyx; results agree to rounding (sum orders differ).
+def batchnorm_moments(x):
+    """x (N, C, P) -> mean (N, C), m2 (N, C) float64: each plane's mean (rounded to x's
+    dtype) and sum of squared deviations from it."""
+    P = x.shape[2]
+    mean = (x.sum(axis=2, dtype=np.float64) / max(P, 1)).astype(x.dtype)
+    centered = x - mean[:, :, None]
+    m2 = np.vecdot(centered, centered).astype(np.float64)
+    return mean.astype(np.float64), m2
+
+
+def batchnorm_normalize(x, shift, invstd, gamma, beta):
+    """x (N, C, P), vectors (C,) -> xhat = (x - shift) * invstd, out = xhat * gamma +
+    beta, both (N, C, P)."""
+    xhat = x - shift[:, None]
+    xhat *= invstd[:, None]
+    out = xhat * gamma[:, None]
+    out += beta[:, None]
+    return xhat, out
+
+
+def batchnorm_grad_sums(dout, xhat):
+    """dout, xhat (N, C, P) -> per plane sum(dout), sum(dout * xhat), (N, C) float64."""
+    return (dout.sum(axis=2, dtype=np.float64),
+            np.vecdot(dout, xhat).astype(np.float64))
+
+
+def batchnorm_input_grad(dout, xhat, k_xhat, mean_dout, scale):
+    """dx = (dout - mean_dout + k_xhat * xhat) * scale, per channel; (N, C, P)."""
+    dx = xhat * k_xhat[:, None]
+    dx += dout
+    dx -= mean_dout[:, None]
+    dx *= scale[:, None]
+    return dx

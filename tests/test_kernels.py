@@ -535,3 +535,66 @@ def test_direct_conv_rejects_bad_shapes(compiled):
         _conv.direct_conv_dw_into(np.zeros((1, 2, 6, 6), np.float32),
                                   np.zeros((1, 3, 3, 16), np.float32),
                                   np.zeros((2, 4, 4, 16), np.float32))
+
+
+# ------------------------------------------------------------- batch normalisation
+BN_SHAPES = [(4, 3, 1), (5, 2, 7), (3, 4, 64), (2, 3, 77), (0, 3, 5), (6, 1, 1024)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_batchnorm_kernels_backends_agree(compiled, shape, dtype):
+    """The compiled BatchNorm passes equal their NumPy twins and float64 references:
+    plane moments, normalisation, gradient sums and the input gradient."""
+    rng = np.random.default_rng(sum(shape))
+    N, C, P = shape
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)   # an offset mean, like
+    dout = rng.standard_normal(shape).astype(dtype)          # real activations
+    vec = [rng.standard_normal(C).astype(dtype) for _ in range(5)]
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12,
+                                                                      atol=1e-12)
+    x64 = x.astype(np.float64)
+
+    mean_c, m2_c = on("cython", _backend.batchnorm_moments, x)
+    mean_n, m2_n = on("numpy", _backend.batchnorm_moments, x)
+    assert mean_c.dtype == m2_c.dtype == np.float64 and mean_c.shape == (N, C)
+    np.testing.assert_allclose(mean_c, x64.mean(axis=2) if P else 0, **tol)
+    np.testing.assert_allclose(mean_c, mean_n, **tol)
+    ref_m2 = ((x64 - mean_c[:, :, None]) ** 2).sum(axis=2)
+    np.testing.assert_allclose(m2_c, ref_m2, rtol=tol["rtol"] * 10, atol=tol["atol"] * P)
+    np.testing.assert_allclose(m2_c, m2_n, rtol=tol["rtol"] * 10, atol=tol["atol"] * P)
+
+    shift, invstd, gamma, beta = vec[0], np.abs(vec[1]) + 0.5, vec[2], vec[3]
+    (h_c, o_c), (h_n, o_n) = both(_backend.batchnorm_normalize, x, shift, invstd,
+                                  gamma, beta)
+    ref_h = (x64 - shift[:, None]) * invstd[:, None]
+    for got in (h_c, h_n):
+        assert got.dtype == dtype and got.shape == shape
+        np.testing.assert_allclose(got, ref_h, **tol)
+    np.testing.assert_allclose(o_c, ref_h * gamma[:, None] + beta[:, None], **tol)
+    np.testing.assert_allclose(o_c, o_n, **tol)
+
+    s_c, s_n = both(_backend.batchnorm_grad_sums, dout, h_c)
+    ref_s = (dout.astype(np.float64).sum(axis=2),
+             (dout.astype(np.float64) * h_c).sum(axis=2))
+    for got, other, ref in zip(s_c, s_n, ref_s):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got, other, rtol=1e-5, atol=1e-4)
+
+    k, m, sc = vec[4], vec[0], vec[1]
+    dx_c, dx_n = both(_backend.batchnorm_input_grad, dout, h_c, k, m, sc)
+    ref_dx = (dout - m[:, None] + k[:, None] * h_c.astype(np.float64)) * sc[:, None]
+    assert dx_c.dtype == dtype and dx_c.shape == shape
+    np.testing.assert_allclose(dx_c, ref_dx, **tol)
+    np.testing.assert_allclose(dx_c, dx_n, **tol)
+
+
+def test_batchnorm_kernels_reject_mixed_dtypes_and_shapes():
+    x = np.zeros((2, 3, 4), np.float32)
+    v64 = np.zeros(3)
+    with pytest.raises(ValueError, match="one float dtype"):
+        _backend.batchnorm_normalize(x, v64, v64, v64, v64)
+    with pytest.raises(ValueError, match="3 dimensions"):
+        _backend.batchnorm_moments(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="differ"):
+        _backend.batchnorm_grad_sums(x, np.zeros((2, 3, 5), np.float32))
