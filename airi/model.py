@@ -201,28 +201,43 @@ class Sequential:
     def __call__(self, x, training=None):
         return self.forward(x, training=training)
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         """Back-propagate dL/d(output) through the layers in reverse.
 
         Parameters
         ----------
         dout : ndarray
             dL/d(output), the shape of the last forward's output.
+        input_grad : bool
+            False when dL/dx is not wanted (x is data, as in a training step): the
+            first layer then only stores its parameter gradients
+            (``Layer.backward_params``), which skips its most expensive product when it
+            is a Conv2D or Linear, and None is returned. The Trainer passes False.
 
         Returns
         -------
-        ndarray
-            dL/dx, the shape of the last forward's input. Every layer's parameter
-            gradients are stored in their ``Parameter.grad``. A layer's ValueError or
-            RuntimeError is re-raised with ``"Sequential layer i (TypeName): "`` prefixed.
+        ndarray or None
+            dL/dx, the shape of the last forward's input (None when ``input_grad`` is
+            False). Every layer's parameter gradients are stored in their
+            ``Parameter.grad``. A layer's ValueError or RuntimeError is re-raised with
+            ``"Sequential layer i (TypeName): "`` prefixed.
         """
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             try:
+                if i == 0 and not input_grad and hasattr(layer, "backward_params"):
+                    layer.backward_params(dout)
+                    return None
                 dout = layer.backward(dout)
             except (ValueError, RuntimeError) as exc:
                 raise _with_layer_context(exc, i, layer)
-        return dout
+        return dout if input_grad else None
+
+    def backward_params(self, dout):
+        """``backward(dout, input_grad=False)``: parameter gradients only, returns None
+        (what a training step needs; also lets a Sequential be the first block of
+        another)."""
+        return self.backward(dout, input_grad=False)
 
     # -------------------------------------------------------------- parameters
     def named_parameters(self):

@@ -624,7 +624,9 @@ class Trainer:
         loss = float(self.loss(out, yb))
         if not math.isfinite(loss):
             return loss, correct
-        self.model.backward(self.loss.backward())
+        # The input is data: no dL/dx wanted (the first layer skips computing it).
+        backward = getattr(self.model, "backward_params", self.model.backward)
+        backward(self.loss.backward())
         # Seam for data-parallel training and gradient tweaks (clipping, noise ...).
         self.parallel.allreduce_gradients(self._params, len(xb))
         for hook in self.after_backward:

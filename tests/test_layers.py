@@ -627,3 +627,64 @@ def test_conv_weight_gradient_bit_identical_across_thread_counts(each_backend, s
         grads.append(conv.W.grad.copy())
     for g in grads[1:]:
         assert np.array_equal(g, grads[0])
+
+
+# --------------------------------------------- backward_params: no dL/dx wanted
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("make, x_shape", [
+    (lambda: airi.Conv2D(3, 16, 5), (4, 3, 12, 12)),               # im2col path
+    (lambda: airi.Conv2D(16, 16, 3, pad=1), (3, 16, 16, 16)),      # direct passes
+    (lambda: airi.Conv2D(16, 32, 5), (3, 16, 14, 14)),
+    (lambda: airi.Conv2D(4, 6, 1), (2, 4, 5, 5)),                  # pointwise
+    (lambda: airi.Conv2D(2, 3, 3, stride=2, pad=1), (2, 2, 7, 7)),
+    (lambda: airi.Linear(7, 5), (6, 7)),
+    (lambda: airi.layers.BatchNorm2D(3), (4, 3, 5, 5)),             # Layer's default
+])
+def test_backward_params_matches_backward(make, x_shape, backend):
+    """backward_params stores the same parameter gradients as backward and returns
+    None (Conv2D and Linear skip computing dx)."""
+    from airi import _backend
+    if backend not in _backend.available_backends():
+        pytest.skip("compiled kernels not built")
+    with _backend.use_backend(backend):
+        airi.seed(0)
+        layer = make()
+        x = np.random.default_rng(1).standard_normal(x_shape).astype(np.float32)
+        out = layer.forward(x, training=True)
+        dout = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+        dx = layer.backward(dout)
+        full = [p.grad.copy() for p in layer.parameters()]
+        for p in layer.parameters():
+            p.grad = None          # (zero_grad would also drop the forward's cache)
+        assert layer.backward_params(dout) is None
+        assert dx is not None and dx.shape == x.shape
+    for p, g in zip(layer.parameters(), full):
+        assert p.grad is not None
+        np.testing.assert_allclose(p.grad, g, rtol=1e-6, atol=1e-6)
+
+
+def test_sequential_backward_without_input_grad():
+    """Sequential.backward(dout, input_grad=False) gives every layer the same gradients
+    and returns None; the default still returns dL/dx."""
+    airi.seed(0)
+    model = airi.Sequential(airi.Conv2D(1, 16, 3, pad=1), airi.Relu(),
+                            airi.layers.Flatten(), airi.Linear(16 * 6 * 6, 3))
+    x = np.random.default_rng(0).standard_normal((5, 1, 6, 6)).astype(np.float32)
+    out = model.forward(x, training=True)
+    dout = np.ones_like(out)
+    dx = model.backward(dout)
+    assert dx.shape == x.shape
+    full = [p.grad.copy() for p in model.parameters()]
+
+    def drop_grads():   # (zero_grad would also drop the forward's caches)
+        for p in model.parameters():
+            p.grad = None
+
+    drop_grads()
+    assert model.backward(dout, input_grad=False) is None
+    for p, g in zip(model.parameters(), full):
+        np.testing.assert_allclose(p.grad, g, rtol=1e-6, atol=1e-6)
+    drop_grads()
+    assert model.backward_params(dout) is None
+    for p, g in zip(model.parameters(), full):
+        np.testing.assert_allclose(p.grad, g, rtol=1e-6, atol=1e-6)

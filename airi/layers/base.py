@@ -150,6 +150,17 @@ class Layer:
         """
         raise NotImplementedError
 
+    def backward_params(self, dout):
+        """Like :meth:`backward`, but only the parameter gradients are wanted: dL/dx is
+        not needed (the layer is the first of a network whose input is data).
+
+        Stores every Parameter's ``grad`` exactly as ``backward`` does and returns
+        None. The default calls ``backward`` and drops dx; layers whose dx is costly
+        (Conv2D, Linear) skip computing it, as PyTorch does for an input that needs no
+        gradient.
+        """
+        self.backward(dout)
+
     # ---------------------------------------------------------------- helpers
     def _name(self):
         return type(self).__name__

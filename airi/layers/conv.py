@@ -233,6 +233,14 @@ class Conv2D(Layer):
     def backward(self, dout):
         """dout (N, F, Ho, Wo) -> dx (N, C, H, W); sets W.grad (F, C, kh, kw) and
         b.grad (F,)."""
+        return self._backward(dout, input_grad=True)
+
+    def backward_params(self, dout):
+        """dout (N, F, Ho, Wo) -> None; sets W.grad and b.grad without computing dx
+        (the first layer of a network: its input is data)."""
+        self._backward(dout, input_grad=False)
+
+    def _backward(self, dout, input_grad):
         x = self._cached("x")
         kept = self.cols
         dout = self._check_dout(dout, self.output_shape(x.shape))
@@ -241,9 +249,11 @@ class Conv2D(Layer):
         W2 = self.W.data.reshape(F, -1)                         # (F, K)
         K, P = W2.shape[1], dout2.shape[2]
         W2T = W2.T
-        dx = np.empty(x.shape, dtype=np.result_type(W2.dtype, dout2.dtype))
+        dx = np.empty(x.shape, dtype=np.result_type(W2.dtype, dout2.dtype)) \
+            if input_grad else None
         dW_dtype = np.result_type(dout2.dtype, x.dtype)
         _, direct_dx, direct_dw = self._plan(x, dout2)
+        direct_dx = direct_dx and input_grad
         (kh, kw), (ph, pw) = self.filter_size, self.pad
         C, H, Wd = x.shape[1:]
         Ho, Wo = dout.shape[2:]
@@ -255,10 +265,11 @@ class Conv2D(Layer):
             dx_pad = (kh - 1 - ph, kw - 1 - pw)
             dx_scratch = self._padded_size(F, Ho, Wo, dx_pad)
         Hp, Wp = H + 2 * ph, Wd + 2 * pw
-        if direct_dx and direct_dw:   # no columns: chunks of padded input + dout
+        if direct_dw and (direct_dx or not input_grad):   # no columns: chunks of padded
             chunk = _backend.chunk_size(N, (C * Hp * Wp + 2 * F * P) * x.dtype.itemsize)
-        else:
-            chunk = self._chunk(N, K, P, max(x.dtype.itemsize, dx.dtype.itemsize))
+        else:                                               # input + dout
+            chunk = self._chunk(N, K, P, x.dtype.itemsize if dx is None else
+                                max(x.dtype.itemsize, dx.dtype.itemsize))
         # One weight-gradient slot per chunk, summed in chunk order at the end: the
         # result does not depend on which thread ran which chunk (bit-reproducible runs).
         n_chunks = -(-N // chunk)
@@ -292,6 +303,8 @@ class Conv2D(Layer):
                 per_sample = _parallel.workspace(worker, "dWT", (n, K, F), dW_dtype)
                 np.matmul(cols, d.transpose(0, 2, 1), out=per_sample)  # (n, K, F)
                 per_sample.sum(axis=0, out=dWT_parts[start // chunk])
+            if not input_grad:
+                return
             if self._is_pointwise():   # dx is the columns' shape: write it directly
                 np.matmul(W2T, d, out=dx[start:stop].reshape(n, K, P))
                 return

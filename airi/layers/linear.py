@@ -111,6 +111,13 @@ class Linear(Layer):
 
     def backward(self, dout):
         """dout (N, M) -> dx (N, D); sets W.grad (D, M) and b.grad (M,)."""
+        return self._backward(dout, input_grad=True)
+
+    def backward_params(self, dout):
+        """dout (N, M) -> None; sets W.grad and b.grad without computing dx."""
+        self._backward(dout, input_grad=False)
+
+    def _backward(self, dout, input_grad):
         x = self._cached("x")
         dout = self._check_dout(dout, (x.shape[0], self.hidden_size))
         W = self.W.data
@@ -121,6 +128,8 @@ class Linear(Layer):
         self.W.set_grad(dW)
         if self.bias:
             self.b.set_grad(dout.sum(axis=0))
+        if not input_grad:
+            return None
         return parallel_matmul(dout, W.T, np.empty(x.shape, np.result_type(dout, W)))
 
     def extra_repr(self):
