@@ -23,7 +23,10 @@ Shapes (NCHW; ``kernel``, ``stride``, ``pad`` are ``(h, w)`` pairs of ints)::
     avgpool_backward(dout, x_shape)         -> dx (N, C, H, W)
 
 with Ho = (H + 2*ph - kh) // sh + 1 and Wo likewise. ``argmax`` holds, for each
-window, the flat index ``row * W + col`` of its (first) maximum inside its H x W plane.
+window, the tap ``q = i * kw + j`` (window row i, column j) of its first maximum, as
+np.uint8 for windows of up to 256 elements and np.intp beyond (``maxpool_tap_dtype``).
+It is an internal contract between maxpool_forward and maxpool_backward: the layer only
+keeps it for the backward pass.
 """
 import os
 import warnings
@@ -38,7 +41,7 @@ __all__ = ["backend", "set_backend", "available_backends", "compiled_error",
            "avgpool_forward", "avgpool_backward", "conv_output_shape", "pair"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_KERNEL_API_VERSION = 3  # must equal API_VERSION in airi/_ext/_conv.pyx, _norm.pyx, _pool.pyx
+_KERNEL_API_VERSION = 4  # must equal API_VERSION in airi/_ext/_conv.pyx, _norm.pyx, _pool.pyx
 
 
 # --------------------------------------------------------------------- loading
@@ -92,7 +95,8 @@ class _CompiledKernels:
     def maxpool_forward(self, x, kernel, stride):
         N, C, H, W = x.shape
         out_shape = (N, C) + conv_output_shape(H, W, kernel, stride, (0, 0))
-        out, argmax = np.empty(out_shape, dtype=x.dtype), np.empty(out_shape, np.intp)
+        out = np.empty(out_shape, dtype=x.dtype)
+        argmax = np.empty(out_shape, _numpy_kernels.maxpool_tap_dtype(kernel))
         _over_batch(lambda a, b: self._pool.maxpool_forward_into(
             x[a:b], out[a:b], argmax[a:b], *kernel, *stride, 1), N, x.size)
         return out, argmax
@@ -355,7 +359,7 @@ def maxpool_forward(x, kernel, stride=None):
 
 
 def maxpool_backward(dout, argmax, x_shape, kernel, stride=None):
-    """Route dout (N, C, Ho, Wo) to the argmax positions: -> dx (N, C, H, W)."""
+    """Route dout (N, C, Ho, Wo) to the window taps in argmax: -> dx (N, C, H, W)."""
     dout = _check_array(dout, "max-pool gradient", 4)
     x_shape = _check_x_shape(x_shape)
     kernel = pair(kernel, "kernel")
@@ -365,8 +369,32 @@ def maxpool_backward(dout, argmax, x_shape, kernel, stride=None):
     if dout.shape != expected or argmax.shape != expected:
         raise ValueError(f"max-pool backward: dout and argmax must have shape {expected}, "
                          f"got {dout.shape} and {argmax.shape}")
-    argmax = np.ascontiguousarray(argmax, dtype=np.intp)
-    return _impl.maxpool_backward(dout, argmax, x_shape, kernel, stride)
+    return _impl.maxpool_backward(dout, _maxpool_taps(argmax, kernel), x_shape, kernel,
+                                  stride)
+
+
+def maxpool_tap_dtype(kernel):
+    """The dtype of the ``argmax`` taps maxpool_forward returns for a ``kernel`` window:
+    np.uint8 for windows of up to 256 elements, np.intp beyond (both backends)."""
+    return _numpy_kernels.maxpool_tap_dtype(pair(kernel, "kernel"))
+
+
+def _maxpool_taps(argmax, kernel):
+    """argmax as C-contiguous taps of ``maxpool_tap_dtype(kernel)``. Integers of another
+    dtype are converted, but only after checking that they are taps of the window (a
+    cast would wrap, say, 260 to a valid uint8 tap 4); the kernels check them too."""
+    want = _numpy_kernels.maxpool_tap_dtype(kernel)
+    if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":
+        raise ValueError("max-pool backward: argmax must be the integer array returned "
+                         f"by maxpool_forward, got {type(argmax).__name__} of dtype "
+                         f"{getattr(argmax, 'dtype', None)}")
+    if argmax.dtype != want:
+        K = kernel[0] * kernel[1]
+        if argmax.size and (argmax.min() < 0 or argmax.max() >= K):
+            raise ValueError(f"max-pool backward: argmax entries lie outside the "
+                             f"{kernel[0]}x{kernel[1]} window (taps must be 0..{K - 1})")
+        argmax = argmax.astype(want)
+    return np.ascontiguousarray(argmax)
 
 
 def avgpool_forward(x, kernel, stride=None):

@@ -5,7 +5,7 @@ channels and pixels and loops over the (few) kernel offsets at most. The argumen
 already validated by :mod:`airi._backend`; shapes and layouts are documented there.
 
 They give the same numbers as the compiled kernels: im2col, max-pooling (values and
-argmax, ties and NaN included) and average-pooling forward are bit-identical; col2im
+argmax taps, ties and NaN included) and average-pooling forward are bit-identical; col2im
 and the pooling backward passes add overlapping contributions in another order, so
 they agree to rounding.
 
@@ -102,12 +102,23 @@ def _window_origins(W, stride, out_hw):
     return (np.arange(Ho) * (sh * W))[:, None] + (np.arange(Wo) * sw)[None, :]
 
 
+# Windows of up to this many elements store their taps as np.uint8 (taps 0..255).
+MAX_UINT8_WINDOW = 256
+
+
+def maxpool_tap_dtype(kernel):
+    """The dtype of max-pool taps for a (kh, kw) window, on both backends: np.uint8
+    when the window has at most 256 elements, else np.intp."""
+    kh, kw = kernel
+    return np.dtype(np.uint8) if kh * kw <= MAX_UINT8_WINDOW else np.dtype(np.intp)
+
+
 def _first_max(x, kernel, stride, out_hw, nan_aware):
     """Running max over the window taps in row-major order, keeping the first maximum.
 
-    Returns best (N, C, Ho, Wo) and tap (N, C, Ho, Wo), a small int: the index
-    q = i*kw + j of the winning tap. A later tap wins only when strictly larger, so
-    ties keep the first; with ``nan_aware`` a NaN also wins over a number, and nothing
+    Returns best (N, C, Ho, Wo) and tap (N, C, Ho, Wo) of ``maxpool_tap_dtype``: the
+    index q = i*kw + j of the winning tap. A later tap wins only when strictly larger,
+    so ties keep the first; with ``nan_aware`` a NaN also wins over a number, and nothing
     beats a NaN (as ``np.argmax``).
 
     Only contiguous, SIMD-friendly ufuncs run here (``np.where``, ``np.copyto(where=)``
@@ -116,7 +127,7 @@ def _first_max(x, kernel, stride, out_hw, nan_aware):
     increasing order, "tap = q where the new value wins" is ``max(tap, wins * q)``."""
     kh, kw = kernel
     best = _grid(x, (0, 0), stride, out_hw).copy()
-    tap_dtype = np.int8 if kh * kw <= 127 else np.int16 if kh * kw < 2 ** 15 else np.intp
+    tap_dtype = maxpool_tap_dtype(kernel)
     tap = np.zeros(best.shape, dtype=tap_dtype)
     wins = np.empty(best.shape, dtype=bool)
     scratch = np.empty(best.shape, dtype=tap_dtype)
@@ -128,35 +139,39 @@ def _first_max(x, kernel, stride, out_hw, nan_aware):
         else:
             np.greater(v, best, out=wins)
         np.maximum(best, v, out=best)
-        np.multiply(wins.view(np.int8), tap_dtype(q), out=scratch, casting="unsafe")
+        np.multiply(wins.view(np.uint8), tap_dtype.type(q), out=scratch, casting="unsafe")
         np.maximum(tap, scratch, out=tap)
     return best, tap
 
 
 def maxpool_forward(x, kernel, stride):
-    """(N, C, H, W) -> out (N, C, Ho, Wo) and argmax (N, C, Ho, Wo), the flat index
-    (row * W + col) within the H x W plane of each window's first maximum."""
-    W = x.shape[3]
-    kh, kw = kernel
+    """(N, C, H, W) -> out (N, C, Ho, Wo) and argmax (N, C, Ho, Wo), the tap
+    q = i*kw + j (window row i, column j) of each window's first maximum, of
+    ``maxpool_tap_dtype(kernel)``."""
     out_hw = _pool_hw(x.shape[2:], kernel, stride)
     # x.max() is one fast pass, NaN exactly when x holds a NaN: then take the slower,
     # NaN-aware comparisons.
     has_nan = x.size > 0 and bool(np.isnan(x.max()))
-    best, tap = _first_max(x, kernel, stride, out_hw, nan_aware=has_nan)
-    # tap q = i*kw + j lies i*W + j = q + i*(W - kw) after the window's origin
-    argmax = tap.astype(np.intp)
-    if kh > 1:
-        argmax += (tap // kw).astype(np.intp) * (W - kw)
-    argmax += _window_origins(W, stride, out_hw)
-    return best, argmax
+    return _first_max(x, kernel, stride, out_hw, nan_aware=has_nan)
 
 
 def maxpool_backward(dout, argmax, x_shape, kernel, stride):
-    """Send each dout to the input position its window's maximum came from."""
+    """Send each dout to the input position of its window's tap in argmax (taps
+    outside the window raise ValueError)."""
     N, C, H, W = x_shape
     (kh, kw), (sh, sw) = kernel, stride
-    plane = np.arange(N * C, dtype=np.intp).reshape(N, C, 1, 1) * (H * W)
-    index = (argmax + plane).ravel()
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= kh * kw):
+        bad = np.count_nonzero((argmax < 0) | (argmax >= kh * kw))
+        raise ValueError(f"maxpool_backward: {bad} argmax entries lie outside their "
+                         f"{kh}x{kw} window (taps must be 0..{kh * kw - 1}; argmax must "
+                         f"come from maxpool_forward)")
+    # tap q = i*kw + j lies i*W + j = q + i*(W - kw) after the window's origin
+    index = argmax.astype(np.intp)
+    if kh > 1:
+        index += (argmax // kw).astype(np.intp) * (W - kw)
+    index += _window_origins(W, stride, dout.shape[2:])
+    index += np.arange(N * C, dtype=np.intp).reshape(N, C, 1, 1) * (H * W)
+    index = index.ravel()
     dx = np.zeros(N * C * H * W, dtype=dout.dtype)
     if sh >= kh and sw >= kw:  # windows do not overlap: each input gets at most one
         dx[index] = dout.ravel()

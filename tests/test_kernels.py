@@ -80,15 +80,15 @@ def pooled_shape(x_shape, kernel, stride):
 
 
 def ref_maxpool(x, kernel, stride):
-    """Max of each window and the flat index of its first maximum (np.argmax order)."""
-    W = x.shape[3]
+    """Max of each window and the tap q = i*kw + j of its first maximum inside the
+    window (np.argmax order)."""
     out = np.empty(pooled_shape(x.shape, kernel, stride), dtype=x.dtype)
     arg = np.empty(out.shape, dtype=np.intp)
     for n, c, oh, ow, rows, cols in windows(x.shape, kernel, stride):
         win = x[n, c, rows, cols]
         q = int(np.argmax(win))
         out[n, c, oh, ow] = win.flat[q]
-        arg[n, c, oh, ow] = (rows.start + q // kernel[1]) * W + cols.start + q % kernel[1]
+        arg[n, c, oh, ow] = q
     return out, arg
 
 
@@ -209,7 +209,8 @@ def test_pooling_backends_agree(compiled, case, dtype):
     (out_c, arg_c), (out_n, arg_n) = both(_backend.maxpool_forward, x, kernel, stride)
     np.testing.assert_array_equal(out_c, out_n)
     np.testing.assert_array_equal(arg_c, arg_n)
-    assert arg_c.dtype == arg_n.dtype == np.intp and out_c.dtype == out_n.dtype == dtype
+    assert arg_c.dtype == arg_n.dtype == _backend.maxpool_tap_dtype(kernel) == np.uint8
+    assert out_c.dtype == out_n.dtype == dtype
     dout = random_array(out_c.shape, dtype, rng, layout_of(case + 2))
     dx_c, dx_n = both(_backend.maxpool_backward, dout, arg_c, x_shape, kernel, stride)
     np.testing.assert_allclose(dx_c, dx_n, **TOL[dtype])
@@ -392,13 +393,54 @@ def test_kernels_accept_read_only_inputs(each_backend):
     assert _backend.avgpool_backward(out, x.shape, 2, 2).shape == x.shape
 
 
-def test_compiled_maxpool_backward_rejects_argmax_outside_the_plane(compiled):
-    x = np.random.default_rng(12).standard_normal((1, 2, 4, 4))
-    with _backend.use_backend("cython"):
-        out, arg = _backend.maxpool_forward(x, 2, 2)
-        arg[0, 1, 0, 0] = 16
-        with pytest.raises(ValueError, match="outside"):
-            _backend.maxpool_backward(out, arg, x.shape, 2, 2)
+@pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)),
+                                            ((2, 3), (3, 3))])
+def test_maxpool_backward_rejects_taps_outside_the_window(each_backend, kernel, stride):
+    """argmax holds taps 0 .. kh*kw-1: anything else is an error, never a write
+    elsewhere (the disjoint, overlapping and generic paths all check)."""
+    x = np.random.default_rng(12).standard_normal((2, 2, 7, 7))
+    out, arg = _backend.maxpool_forward(x, kernel, stride)
+    arg[1, 1, 0, 0] = kernel[0] * kernel[1]
+    with pytest.raises(ValueError, match="outside"):
+        _backend.maxpool_backward(out, arg, x.shape, kernel, stride)
+    # integers of another dtype are checked before they are converted (no wrap-around)
+    wide = arg.astype(np.int64)
+    wide[1, 1, 0, 0] = 256
+    with pytest.raises(ValueError, match="outside"):
+        _backend.maxpool_backward(out, wide, x.shape, kernel, stride)
+    with pytest.raises(ValueError, match="integer"):
+        _backend.maxpool_backward(out, arg.astype(np.float64), x.shape, kernel, stride)
+
+
+def test_maxpool_taps_of_another_integer_dtype_are_accepted(each_backend):
+    x = np.random.default_rng(13).standard_normal((2, 3, 6, 6))
+    out, arg = _backend.maxpool_forward(x, 3, 1)
+    dout = np.random.default_rng(14).standard_normal(out.shape)
+    np.testing.assert_array_equal(
+        _backend.maxpool_backward(dout, arg.astype(np.int32), x.shape, 3, 1),
+        _backend.maxpool_backward(dout, arg, x.shape, 3, 1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_maxpool_windows_beyond_256_elements_use_intp_taps(compiled, dtype):
+    """Taps of windows with more than 256 elements do not fit np.uint8: np.intp."""
+    rng = np.random.default_rng(15)
+    x = np.round(2 * rng.standard_normal((2, 2, 20, 19))).astype(dtype)  # ties too
+    x[1, 0, 3, 4] = np.nan
+    kernel, stride = (17, 16), (2, 3)
+    assert _backend.maxpool_tap_dtype(kernel) == np.intp
+    assert _backend.maxpool_tap_dtype((16, 16)) == np.uint8
+    ref_out, ref_arg = ref_maxpool(x, kernel, stride)
+    (out_c, arg_c), (out_n, arg_n) = both(_backend.maxpool_forward, x, kernel, stride)
+    for out, arg in ((out_c, arg_c), (out_n, arg_n)):
+        assert arg.dtype == np.intp
+        np.testing.assert_array_equal(out, ref_out)
+        np.testing.assert_array_equal(arg, ref_arg)
+    dout = rng.standard_normal(out_c.shape).astype(dtype)
+    dx_c, dx_n = both(_backend.maxpool_backward, dout, arg_c, x.shape, kernel, stride)
+    np.testing.assert_array_equal(dx_c, dx_n)
+    np.testing.assert_allclose(dx_c, ref_maxpool_backward(dout, x, kernel, stride),
+                               **TOL[dtype])
 
 
 # ------------------------------------------------------------ bad arguments

@@ -50,7 +50,7 @@ import numpy as np
 
 # Bumped whenever a signature or a result convention changes; airi._backend refuses a
 # compiled module (e.g. a stale one from an installed copy) whose version differs.
-API_VERSION = 3
+API_VERSION = 4
 
 
 # Below this many elements a call takes some tens of microseconds: starting and joining

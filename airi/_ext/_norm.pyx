@@ -28,7 +28,7 @@ from cython cimport floating
 import numpy as np
 
 # Bumped whenever a signature or a result convention changes (see airi._backend).
-API_VERSION = 3
+API_VERSION = 4
 
 cdef enum:
     LANES = 8
