@@ -495,7 +495,10 @@ def _direct_level():
 #   (128,128,8,128,3,1  46.5 -> 63.4). dW also for 5x5 (128,32,28,32,5,0  71.9 ->
 #   61.4;  64,16,14,32,5,0  5.0 -> 4.1) and small images (Ho*Wo <= 256:
 #   128,32,16,32,3,1  13.6 -> 12.5;  128,128,8,128,3,1  46.5 -> 43.5) but not 3x3
-#   with F = 32 on 32x32 (48.9 -> 52.9).
+#   with F = 32 on 32x32 (48.9 -> 52.9). Once the GEMM path ran one GEMM per chunk
+#   (see layers/conv.py), the direct dW lost for F >= 64 (128,128,8,128,3,1  54.3 ->
+#   58.6;  128,64,8,128,3,1  25.4 -> 30.8;  64,64,16,64,3,1  29.4 -> 32.3): F <= 32.
+#   (The AVX-512 rule above was measured before that change.)
 # Only with AVX2 or AVX-512 (the baseline SSE build of the kernels was not measured to
 # win). The NumPy backend always uses im2col (its direct twins are im2col + matmul).
 _direct_enabled = os.environ.get("AIRI_DIRECT_CONV", "1").strip() != "0"
@@ -527,7 +530,8 @@ def direct_conv_plan(dtype, C, F, kernel, stride, pad, H, W):
         out_pixels = (H + 2 * ph - kh + 1) * (W + 2 * pw - kw + 1)
         dx = C % 16 == 0 and ph <= kh - 1 and pw <= kw - 1 and min(H, W) >= 16 and \
             (F == 16 or (kh, kw) == (3, 3) and F <= 32)
-        dw = kw in (3, 5, 7) and C >= 16 and (F == 16 or kw >= 5 or out_pixels <= 256)
+        dw = kw in (3, 5, 7) and C >= 16 and F <= 32 and \
+            (F == 16 or kw >= 5 or out_pixels <= 256)
     return forward, dx, dw
 
 

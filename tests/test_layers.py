@@ -539,7 +539,7 @@ def _expected_plan(level, C, H, W, F, k, pad):
                 k in (3, 5, 7) and C >= 16)
     out_pixels = (H + 2 * pad - k + 1) * (W + 2 * pad - k + 1)
     dx = C % 16 == 0 and min(H, W) >= 16 and (F == 16 or k == 3 and F <= 32)
-    dw = k in (3, 5, 7) and C >= 16 and (F == 16 or k >= 5 or out_pixels <= 256)
+    dw = k in (3, 5, 7) and C >= 16 and F <= 32 and (F == 16 or k >= 5 or out_pixels <= 256)
     return forward, dx, dw
 
 

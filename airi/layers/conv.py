@@ -2,23 +2,28 @@
 
 The work is done by the backend's im2col / col2im kernels and BLAS, on chunks of a few
 samples at a time (``airi._parallel`` runs the chunks on ``airi.get_num_threads()``
-threads, each with single-threaded BLAS). For the samples ``n`` of one chunk:
+threads, each with single-threaded BLAS). For the samples ``n`` of one chunk, whose
+columns form one matrix (column ``s*P + p`` = sample s, output pixel p):
 
 forward::
 
-    cols = im2col(x[n])               (n, C*kh*kw, Ho*Wo)  in a reused scratch buffer
-    out[n] = W2 @ cols + b            (n, F, Ho*Wo)        W2 = W.reshape(F, C*kh*kw);
-                                                           already NCHW, no transpose
+    colsT  = im2col(x[n])             (C*kh*kw, n*Ho*Wo)   in a reused scratch buffer
+    prod   = W2 @ colsT               (F, n*Ho*Wo)         W2 = W.reshape(F, C*kh*kw)
+    out[n] = prod as (n, F, Ho*Wo) + b                     one transposing copy
 
 backward (the columns are recomputed; only those of small layers, up to 4 MB for the
 whole batch, are kept from the forward pass instead)::
 
-    cols   = im2col(x[n])
-    dW^T  += sum_n cols[n] @ dout[n].T (C*kh*kw, F)   (this orientation ran up to 1.7x
-                                                       faster than dout[n] @ cols[n].T)
-    dcols  = W2.T @ dout[n]           (n, C*kh*kw, Ho*Wo)  in the same scratch buffer
-    dx[n]  = col2im(dcols)            (n, C, H, W)
+    doutT  = dout[n] as (F, n*Ho*Wo)
+    dW^T  += colsT @ doutT.T          (C*kh*kw, F)         one GEMM, inner size n*Ho*Wo
+    dcolsT = W2.T @ doutT             (C*kh*kw, n*Ho*Wo)   in the columns' scratch buffer
+    dx[n]  = col2im(dcolsT)           (n, C, H, W)
     db     = dout.sum((0, 2, 3))      (F,)  once, for the whole batch
+
+One GEMM per chunk instead of one per sample: 10-25% faster in OpenBLAS on these
+shapes (single-threaded), and the weight gradient's GEMM gets a long inner dimension
+instead of a sum of n short ones. im2col / col2im write and read the (K, n, P) buffer
+through a transposed (n, K, P) view (the kernels take any strides).
 
 Why chunks: a chunk's columns (about 1 MB) stay in the L2 cache from im2col to the GEMM
 that reads them, and the buffers live across calls, so no step allocates (and page-
@@ -146,15 +151,18 @@ class Conv2D(Layer):
         return _backend.chunk_size(N, K * P * itemsize)
 
     def _columns(self, x, worker, K, P, keep=None):
-        """x (n, C, H, W) -> cols (n, K, P): written into ``keep`` when given, else into
-        ``worker``'s scratch buffer; a view of x for a pointwise convolution."""
+        """x (n, C, H, W) -> the chunk's columns as one matrix colsT (K, n*P): column
+        ``s*P + p`` holds sample s's window p. Written into ``keep`` (K, n, P) (a slice
+        of the whole batch's kept columns) when given, else into ``worker``'s scratch
+        buffer. Not for pointwise convolutions (their columns are x itself)."""
         n = x.shape[0]
-        if self._is_pointwise():
-            return x.reshape(n, K, P)
         cols = keep if keep is not None else \
-            _parallel.workspace(worker, "cols", (n, K, P), x.dtype)
-        _backend.im2col_into(x, cols, self.filter_size, self.stride, self.pad)
-        return cols
+            _parallel.workspace(worker, "cols", (K, n, P), x.dtype)
+        # im2col writes (n, K, P) through a transposed view: the same kernel, strides
+        # of the (K, n, P) buffer
+        _backend.im2col_into(x, cols.transpose(1, 0, 2), self.filter_size, self.stride,
+                             self.pad)
+        return cols.reshape(K, n * P)
 
     def _plan(self, x, *arrays):
         """(forward, dx, dW): which passes use the direct convolution instead of im2col +
@@ -199,7 +207,7 @@ class Conv2D(Layer):
         keep = None
         if training and not direct and not self._is_pointwise() and \
                 N * K * P * x.dtype.itemsize <= _KEEP_COLS_BYTES:
-            keep = np.empty((N, K, P), dtype=x.dtype)
+            keep = np.empty((K, N, P), dtype=x.dtype)
 
         if direct:
             wt = np.ascontiguousarray(self.W.data.transpose(1, 2, 3, 0))  # (C, kh, kw, F)
@@ -218,12 +226,23 @@ class Conv2D(Layer):
             return out4
 
         def forward_chunk(worker, start, stop):
-            cols = self._columns(x[start:stop], worker, K, P,
-                                 None if keep is None else keep[start:stop])
             chunk_out = out[start:stop]
-            np.matmul(W2, cols, out=chunk_out)           # (F, K) @ (n, K, P) -> (n, F, P)
+            if self._is_pointwise():                     # (F, C) @ (n, C, P) -> (n, F, P)
+                np.matmul(W2, x[start:stop].reshape(-1, K, P), out=chunk_out)
+                if b is not None:
+                    chunk_out += b
+                return
+            n = stop - start
+            colsT = self._columns(x[start:stop], worker, K, P,
+                                  None if keep is None else keep[:, start:stop])
+            # one GEMM for the chunk, (F, K) @ (K, n*P): 10-25% faster than n GEMMs of
+            # (F, K) @ (K, P) (measured, 1-thread OpenBLAS); then to NCHW with the bias
+            prod = _parallel.workspace(worker, "prod", (F, n, P), out.dtype)
+            np.matmul(W2, colsT, out=prod.reshape(F, n * P))
             if b is not None:
-                chunk_out += b                           # while the chunk is in cache
+                np.add(prod.transpose(1, 0, 2), b, out=chunk_out)
+            else:
+                np.copyto(chunk_out, prod.transpose(1, 0, 2))
 
         _parallel.run(forward_chunk, N, self._chunk(N, K, P, x.dtype.itemsize))
         self.x = x if training else None
@@ -277,6 +296,7 @@ class Conv2D(Layer):
             dWt_parts = np.zeros((n_chunks, C, kh, kw, F), dtype=dW_dtype)
         else:           # dW^T (K, F)
             dWT_parts = np.empty((n_chunks, K, F), dtype=dW_dtype)
+        pointwise = self._is_pointwise()
 
         def weight_grad_direct(worker, start, stop):
             n = stop - start
@@ -293,32 +313,41 @@ class Conv2D(Layer):
         def backward_chunk(worker, start, stop):
             n = stop - start
             d = dout2[start:stop]                                # (n, F, P)
+            if pointwise:
+                per_sample = _parallel.workspace(worker, "dWT", (n, K, F), dW_dtype)
+                np.matmul(x[start:stop].reshape(n, K, P), d.transpose(0, 2, 1),
+                          out=per_sample)                        # (n, K, F)
+                per_sample.sum(axis=0, out=dWT_parts[start // chunk])
+                if input_grad:   # dx is the columns' shape: write it directly
+                    np.matmul(W2T, d, out=dx[start:stop].reshape(n, K, P))
+                return
             if direct_dw:
                 weight_grad_direct(worker, start, stop)
-            else:
+            if not direct_dw or (input_grad and not direct_dx):
+                # dout of the chunk as one matrix (F, n*P), the columns' order
+                dT = _parallel.workspace(worker, "dout_rows", (F, n, P), dout2.dtype)
+                np.copyto(dT, d.transpose(1, 0, 2))
+                dT2 = dT.reshape(F, n * P)
+            if not direct_dw:
+                # one GEMM with a long inner dimension (n*P) instead of n short ones
                 if kept is not None:
-                    cols = kept[start:stop]                      # (n, K, P)
+                    colsT = kept[:, start:stop].reshape(K, n * P)
                 else:
-                    cols = self._columns(x[start:stop], worker, K, P)
-                per_sample = _parallel.workspace(worker, "dWT", (n, K, F), dW_dtype)
-                np.matmul(cols, d.transpose(0, 2, 1), out=per_sample)  # (n, K, F)
-                per_sample.sum(axis=0, out=dWT_parts[start // chunk])
+                    colsT = self._columns(x[start:stop], worker, K, P)
+                np.matmul(colsT, dT2.T, out=dWT_parts[start // chunk])   # (K, F)
             if not input_grad:
-                return
-            if self._is_pointwise():   # dx is the columns' shape: write it directly
-                np.matmul(W2T, d, out=dx[start:stop].reshape(n, K, P))
                 return
             if direct_dx:
                 scratch = _parallel.workspace(worker, "pad", (dx_scratch,), dx.dtype)
                 _backend.direct_conv_into(d.reshape(n, F, Ho, Wo), wflip, None,
                                           dx[start:stop], dx_pad, scratch)
                 return
-            # dcols (n, K, P) goes to the scratch buffer (the columns are used up; kept
+            # dcolsT (K, n*P) goes to the scratch buffer (the columns are used up; kept
             # columns stay intact, so backward may run again)
-            dcols = _parallel.workspace(worker, "cols", (n, K, P), dx.dtype)
-            np.matmul(W2T, d, out=dcols)
-            _backend.col2im_into(dcols, dx[start:stop], self.filter_size, self.stride,
-                                 self.pad)
+            dcols = _parallel.workspace(worker, "cols", (K, n, P), dx.dtype)
+            np.matmul(W2T, dT2, out=dcols.reshape(K, n * P))
+            _backend.col2im_into(dcols.transpose(1, 0, 2), dx[start:stop],
+                                 self.filter_size, self.stride, self.pad)
 
         _parallel.run(backward_chunk, N, chunk)
         if direct_dw:
