@@ -41,25 +41,25 @@ __all__ = ["backend", "set_backend", "available_backends", "compiled_error",
            "avgpool_forward", "avgpool_backward", "conv_output_shape", "pair"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_KERNEL_API_VERSION = 4  # must equal API_VERSION in airi/_ext/_conv.pyx, _norm.pyx, _pool.pyx
+_KERNEL_API_VERSION = 4  # must equal API_VERSION in every airi/_ext/*.pyx
 
 
 # --------------------------------------------------------------------- loading
 def _load_compiled():
     """Import the compiled kernels; return (module-like namespace, None) or (None, why)."""
     try:
-        from ._ext import _conv, _norm, _pool
+        from ._ext import _conv, _norm, _pool, _wino
     except Exception as exc:  # ImportError, or an ABI mismatch
         return None, f"{type(exc).__name__}: {exc}"
     # airi/_ext/__init__.py may have found the modules of another copy of airi (an
     # older install): only use them if they speak this version's kernel API.
-    for module in (_conv, _norm, _pool):
+    for module in (_conv, _norm, _pool, _wino):
         found = getattr(module, "API_VERSION", None)
         if found != _KERNEL_API_VERSION:
             return None, (f"{module.__file__} has kernel API_VERSION {found!r}, this airi "
                           f"needs {_KERNEL_API_VERSION} (a stale build: reinstall airi "
                           "or rebuild with `python setup.py build_ext --inplace`)")
-    return _CompiledKernels(_conv, _pool, _norm), None
+    return _CompiledKernels(_conv, _pool, _norm, _wino), None
 
 
 # The compiled kernels run on airi's own threads (airi/_parallel.py: the batch is cut in
@@ -74,8 +74,14 @@ class _CompiledKernels:
     """Adapts the low-level Cython signatures to the twins' signatures, and runs them
     on slices of the batch on airi's threads."""
 
-    def __init__(self, conv, pool, norm):
-        self._conv, self._pool, self._norm = conv, pool, norm
+    def __init__(self, conv, pool, norm, wino):
+        self._conv, self._pool, self._norm, self._wino = conv, pool, norm, wino
+
+    def winograd_input(self, x, V, pad):
+        self._wino.winograd_input_into(x, V, *pad)
+
+    def winograd_output(self, M, out, bias):
+        self._wino.winograd_output_into(M, out, bias)
 
     def im2col(self, x, kernel, stride, pad):
         N, C, H, W = x.shape
@@ -582,3 +588,70 @@ def batchnorm_input_grad(dout, xhat, k_xhat, mean_dout, scale):
         raise ValueError(f"batchnorm_input_grad: dout {dout.shape} and xhat {xhat.shape} "
                          "differ")
     return _impl.batchnorm_input_grad(dout, xhat, k_xhat, mean_dout, scale)
+
+
+# ------------------------------------------------------ Winograd F(2x2, 3x3) transforms
+# For 3x3, stride-1 convolutions: 16 GEMMs on transformed 2x2 output tiles do the work
+# of 36 multiplications in 16 (see airi/_ext/_wino.pyx and airi/layers/conv.py).
+_WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5],
+                        [0.0, 0.0, 1.0]])
+
+
+def winograd_tiles(Ho, Wo):
+    """(th, tw): the 2x2 output tiles per column and row of an Ho x Wo output."""
+    return (Ho + 1) // 2, (Wo + 1) // 2
+
+
+def winograd_filters(w):
+    """w (F, C, 3, 3) -> U (16, F, C) = G g G^T per filter, element (i, j) at 4*i + j,
+    in w's dtype (G's entries are exact in binary). As two plain 2-D GEMMs: an einsum,
+    or a matmul batched over the F*C little matrices, took ~8 ms for F = C = 128."""
+    F, C = w.shape[:2]
+    G = _WINOGRAD_G.astype(w.dtype)
+    rows = G @ np.moveaxis(w, 2, 0).reshape(3, -1)           # (4, F*C*3): G g
+    U = rows.reshape(4 * F * C, 3) @ G.T                     # (4*F*C, 4): (G g) G^T
+    return np.ascontiguousarray(U.reshape(4, F, C, 4).transpose(0, 3, 1, 2)
+                                .reshape(16, F, C))
+
+
+def winograd_input_into(x, V, pad):
+    """x (n, C, H, W) C-contiguous -> V (16, C, n*th*tw) C-contiguous, same float
+    dtype; the transformed input tiles of the zero-padded x (pad = (ph, pw)).
+    Unchecked beyond what the kernels check."""
+    _impl.winograd_input(x, V, pad)
+
+
+def winograd_output_into(M, out, bias):
+    """M (16, F, n*th*tw) -> out (n, F, Ho, Wo) (+ bias (F,) or None), the inverse
+    transform of the tiles' products; same float dtype, C-contiguous."""
+    _impl.winograd_output(M, out, bias)
+
+
+# Which passes of a Conv2D use Winograd F(2x2, 3x3) (the one place that decides, after
+# the direct convolution, which takes precedence): 3x3 kernels, stride 1, padding <= 2,
+# at least 16 channels on the GEMM's inner side (C for the forward pass, F for dx: the
+# 16 GEMMs are (F, C) @ (C, tiles) and (C, F) @ (F, tiles)); compiled backend only (the
+# NumPy fallback stays on im2col, whose speed it is measured against).
+# OFF by default: measured on the 2-core AVX2 machine, Conv2D forward on 1 thread ran
+# 1.45x faster than im2col + GEMM (128,128,8,128,3,1: 28.8 -> 41.5 ms; 128,64,16,64,3,1:
+# 30.3 -> 44.9 ms), but on airi's 2 threads it was not faster (42.3 vs 31.6 ms; 26.2 vs
+# 28.2 ms), for reasons not yet found (see benchmarks/README.md). ``AIRI_WINOGRAD=1`` or
+# ``set_winograd(True)`` switches it on.
+_winograd_enabled = os.environ.get("AIRI_WINOGRAD", "0").strip() == "1"
+
+
+def set_winograd(enabled):
+    """Allow (True) or forbid (False, the default) the Winograd convolution; returns
+    the previous setting."""
+    global _winograd_enabled
+    previous, _winograd_enabled = _winograd_enabled, bool(enabled)
+    return previous
+
+
+def winograd_plan(dtype, C, F, kernel, stride, pad):
+    """(forward, dx): which passes of a Conv2D with these sizes may use Winograd."""
+    if not _winograd_enabled or _active != "cython" or tuple(kernel) != (3, 3) \
+            or tuple(stride) != (1, 1) or max(pad) > 2 \
+            or np.dtype(dtype) not in _FLOATS:
+        return False, False
+    return C >= 16, F >= 16

@@ -273,3 +273,41 @@ def batchnorm_input_grad(dout, xhat, k_xhat, mean_dout, scale):
     dx -= mean_dout[:, None]
     dx *= scale[:, None]
     return dx
+
+
+# ------------------------------------------------------ Winograd F(2x2, 3x3) transforms
+# Same contracts as airi/_ext/_wino.pyx (see there for the algebra and the layouts).
+def winograd_input(x, V, pad):
+    """x (n, C, H, W) -> V (16, C, n*th*tw), the transformed 4x4 input tiles."""
+    n, C, H, W = x.shape
+    ph, pw = pad
+    Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    xp = np.zeros((n, C, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
+    rows, cols = min(H, 2 * th + 2 - ph), min(W, 2 * tw + 2 - pw)
+    xp[:, :, ph:ph + rows, pw:pw + cols] = x[:, :, :rows, :cols]
+    # d[i][j] (n, C, th, tw): element (i, j) of every tile
+    d = [[xp[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] for j in range(4)] for i in range(4)]
+    t = [[d[0][j] - d[2][j] for j in range(4)], [d[1][j] + d[2][j] for j in range(4)],
+         [d[2][j] - d[1][j] for j in range(4)], [d[1][j] - d[3][j] for j in range(4)]]
+    for i in range(4):
+        for j, value in enumerate((t[i][0] - t[i][2], t[i][1] + t[i][2],
+                                   t[i][2] - t[i][1], t[i][1] - t[i][3])):
+            V[4 * i + j] = value.transpose(1, 0, 2, 3).reshape(C, n * th * tw)
+
+
+def winograd_output(M, out, bias):
+    """M (16, F, n*th*tw) -> out (n, F, Ho, Wo) (+ bias (F,) or None)."""
+    n, F, Ho, Wo = out.shape
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    m = M.reshape(4, 4, F, n, th, tw)
+    r = (m[0] + m[1] + m[2], m[1] - m[2] - m[3])                     # A^T m
+    full = np.empty((n, F, 2 * th, 2 * tw), dtype=out.dtype)
+    for a in range(2):
+        y0 = r[a][0] + r[a][1] + r[a][2]                             # (F, n, th, tw)
+        y1 = r[a][1] - r[a][2] - r[a][3]
+        full[:, :, a::2, 0::2] = y0.transpose(1, 0, 2, 3)
+        full[:, :, a::2, 1::2] = y1.transpose(1, 0, 2, 3)
+    if bias is not None:
+        full += bias[:, None, None]
+    out[...] = full[:, :, :Ho, :Wo]

@@ -640,3 +640,71 @@ def test_batchnorm_kernels_reject_mixed_dtypes_and_shapes():
         _backend.batchnorm_moments(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="differ"):
         _backend.batchnorm_grad_sums(x, np.zeros((2, 3, 5), np.float32))
+
+
+# ------------------------------------------------------ Winograd F(2x2, 3x3) transforms
+def _ref_conv3x3(x, w, b, pad):
+    n, C, H, W = x.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2))
+    Ho, Wo = H + 2 * pad[0] - 2, W + 2 * pad[1] - 2
+    out = np.zeros((n, w.shape[0], Ho, Wo))
+    for i in range(3):
+        for j in range(3):
+            out += np.einsum("fc,nchw->nfhw", w[:, :, i, j], xp[:, :, i:i + Ho, j:j + Wo])
+    return out + (0 if b is None else b[:, None, None])
+
+
+def _winograd_conv(x, w, b, pad, spread):
+    """The layer's recipe: transform, 16 GEMMs, inverse transform; ``spread`` puts the
+    16 matrices further apart than their size, as the layer's buffers do."""
+    n, C, H, W = x.shape
+    F = w.shape[0]
+    Ho, Wo = H + 2 * pad[0] - 2, W + 2 * pad[1] - 2
+    th, tw = _backend.winograd_tiles(Ho, Wo)
+
+    def tiles(rows):
+        size = rows * n * th * tw
+        return np.full((16, size + spread), np.nan, x.dtype)[:, :size].reshape(
+            16, rows, n * th * tw)
+
+    V, M = tiles(C), tiles(F)
+    _backend.winograd_input_into(x, V, pad)
+    np.matmul(_backend.winograd_filters(w), V, out=M)
+    out = np.empty((n, F, Ho, Wo), x.dtype)
+    _backend.winograd_output_into(M, out, b)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, F, pad", [
+    ((2, 3, 5, 5), 4, (1, 1)), ((3, 4, 8, 7), 5, (0, 0)), ((2, 2, 6, 9), 3, (2, 1)),
+    ((1, 1, 3, 3), 1, (0, 0)), ((2, 17, 16, 16), 16, (1, 1)), ((1, 2, 4, 11), 2, (2, 2)),
+])
+def test_winograd_transforms_backends_agree(compiled, shape, F, pad, dtype):
+    """Input transform + 16 GEMMs + output transform is the 3x3 convolution, on both
+    backends, with the 16 tile matrices packed or spread apart."""
+    rng = np.random.default_rng(sum(shape) + F)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((F, shape[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype) if F % 2 else None
+    ref = _ref_conv3x3(x, w, b, pad)
+    scale = np.abs(ref).max()
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for spread in (0, 16):
+        got_c, got_n = both(_winograd_conv, x, w, b, pad, spread)
+        for got in (got_c, got_n):
+            assert got.dtype == dtype and got.shape == ref.shape
+            np.testing.assert_allclose(got, ref, rtol=0, atol=tol * 10 * scale)
+
+
+def test_winograd_kernels_reject_bad_layouts(compiled):
+    from airi._ext import _wino
+    x = np.zeros((1, 2, 6, 6), np.float32)
+    with pytest.raises(ValueError, match="V has shape"):
+        _wino.winograd_input_into(x, np.zeros((16, 2, 5), np.float32), 1, 1)
+    V = np.zeros((16, 9, 2), np.float32).transpose(0, 2, 1)   # matrices not C-contiguous
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _wino.winograd_input_into(np.zeros((1, 2, 5, 5), np.float32), V, 1, 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        _wino.winograd_input_into(np.zeros((1, 2, 2, 2), np.float32),
+                                  np.zeros((16, 2, 0), np.float32), 0, 0)

@@ -688,3 +688,43 @@ def test_sequential_backward_without_input_grad():
     assert model.backward_params(dout) is None
     for p, g in zip(model.parameters(), full):
         np.testing.assert_allclose(p.grad, g, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [
+    (3, 16, 8, 8, 16, 1),      # forward and dx
+    (2, 16, 9, 7, 32, 0),      # odd sizes, no padding
+    (2, 20, 6, 6, 16, 2),      # padding 2: dx with padding 0
+    (2, 3, 10, 10, 16, 1),     # C = 3: forward stays on im2col, dx Winograd
+    (2, 16, 8, 8, 8, 1),       # F = 8: dx stays on col2im
+])
+def test_conv2d_winograd_matches_im2col(case, monkeypatch):
+    """With Winograd switched on (set_winograd(True)), Conv2D's forward and dx equal
+    the NumPy backend's im2col + GEMM (float32 and float64); the direct convolution is
+    switched off so that Winograd runs whatever this CPU's direct rule says."""
+    from airi import _backend
+    if "cython" not in _backend.available_backends():
+        pytest.skip("compiled kernels not built")
+    N, C, H, W, F, pad = case
+    previous = _backend.set_winograd(True), _backend.set_direct_conv(False)
+    try:
+        for dtype in (np.float32, np.float64):
+            rng = np.random.default_rng(4)
+            x = rng.standard_normal((N, C, H, W)).astype(dtype)
+            results = {}
+            for backend in ("cython", "numpy"):
+                _backend.set_backend(backend)
+                airi.seed(3)
+                layer = airi.Conv2D(C, F, 3, pad=pad, dtype=dtype)
+                out = layer.forward(x, training=True)
+                dout = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
+                results[backend] = (out, layer.backward(dout), layer.W.grad, layer.b.grad)
+                if backend == "cython":
+                    assert layer._winograd(x) == (C >= 16, F >= 16)
+            tol = 1e-4 if dtype == np.float32 else 1e-10
+            for got, want in zip(results["cython"], results["numpy"]):
+                np.testing.assert_allclose(got, want, rtol=tol,
+                                           atol=tol * np.abs(want).max())
+    finally:
+        _backend.set_backend("cython")
+        _backend.set_winograd(previous[0])
+        _backend.set_direct_conv(previous[1])

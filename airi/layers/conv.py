@@ -61,6 +61,16 @@ _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _KEEP_COLS_BYTES = 4 << 20
 
 
+def _tile_buffer(worker, slot, rows, cols, dtype):
+    """A (16, rows, cols) Winograd scratch array whose 16 matrices lie 64 bytes more
+    than rows*cols apart: with the sizes here that product is often a power of two,
+    and 16 streams exactly 2^k bytes apart share one set of the L1 cache (the
+    transforms ran 2-3x slower)."""
+    step = rows * cols + 64 // np.dtype(dtype).itemsize
+    buf = _parallel.workspace(worker, slot, (16, step), dtype)
+    return buf[:, :rows * cols].reshape(16, rows, cols)
+
+
 def check_kernel_dtype(layer, x):
     """The compiled kernels take float32 or float64 (not float16)."""
     if x.dtype not in _KERNEL_DTYPES:
@@ -175,6 +185,41 @@ class Conv2D(Layer):
         return _backend.direct_conv_plan(dtype, C, self.num_filters, self.filter_size,
                                          self.stride, self.pad, H, W)
 
+    def _winograd(self, x, *arrays):
+        """(forward, dx): which passes use Winograd F(2x2, 3x3) (where the direct
+        convolution does not run them); ``_backend.winograd_plan`` decides."""
+        if self._is_pointwise():
+            return False, False
+        dtype = np.result_type(x.dtype, self.W.data.dtype, *(a.dtype for a in arrays))
+        return _backend.winograd_plan(dtype, x.shape[1], self.num_filters,
+                                      self.filter_size, self.stride, self.pad)
+
+    @staticmethod
+    def _winograd_chunk(N, bytes_per_sample):
+        """Samples per Winograd chunk: tiles of ~4 MB (V and M of one chunk; larger
+        GEMMs than im2col's 2 MB columns), and at least two chunks per thread."""
+        workers = _parallel.workers_available()
+        return max(1, min(-(-N // (2 * workers)), (4 << 20) // max(1, bytes_per_sample)))
+
+    def _winograd_conv(self, x, U, bias, out, pad):
+        """out (N, F', Ho, Wo) = 3x3 stride-1 convolution of x (N, C', H, W) whose
+        filters are given transformed, U (16, F', C') (``winograd_filters``), + bias."""
+        N, Cin, _, _ = x.shape
+        Fout, Ho, Wo = out.shape[1:]
+        th, tw = _backend.winograd_tiles(Ho, Wo)
+        T = th * tw
+        chunk = self._winograd_chunk(N, 16 * (Cin + Fout) * T * x.dtype.itemsize)
+
+        def chunk_conv(worker, start, stop):
+            n = stop - start
+            V = _tile_buffer(worker, "wino_V", Cin, n * T, x.dtype)
+            M = _tile_buffer(worker, "wino_M", Fout, n * T, out.dtype)
+            _backend.winograd_input_into(x[start:stop], V, pad)
+            np.matmul(U, V, out=M)          # 16 GEMMs (F', C') @ (C', n*T)
+            _backend.winograd_output_into(M, out[start:stop], bias)
+
+        _parallel.run(chunk_conv, N, chunk)
+
     def _padded_size(self, C, H, W, pad=None):
         """Elements of one zero-padded sample (C, H+2ph, W+2pw)."""
         ph, pw = self.pad if pad is None else pad
@@ -204,8 +249,9 @@ class Conv2D(Layer):
         # Small columns are kept for the backward pass (saves recomputing them); big
         # ones would cost more memory than the recomputation costs time.
         direct = self._plan(x)[0]
+        winograd = not direct and self._winograd(x)[0]
         keep = None
-        if training and not direct and not self._is_pointwise() and \
+        if training and not direct and not winograd and not self._is_pointwise() and \
                 N * K * P * x.dtype.itemsize <= _KEEP_COLS_BYTES:
             keep = np.empty((K, N, P), dtype=x.dtype)
 
@@ -221,6 +267,14 @@ class Conv2D(Layer):
                                           self.pad, scratch)
 
             _parallel.run(forward_chunk, N, self._direct_chunk(N, F * P))
+            self.x = x if training else None
+            self.cols = None
+            return out4
+
+        if winograd:
+            out4 = out.reshape(N, F, Ho, Wo)
+            self._winograd_conv(x, _backend.winograd_filters(self.W.data),
+                                self.b.data if self.bias else None, out4, self.pad)
             self.x = x if training else None
             self.cols = None
             return out4
@@ -273,6 +327,7 @@ class Conv2D(Layer):
         dW_dtype = np.result_type(dout2.dtype, x.dtype)
         _, direct_dx, direct_dw = self._plan(x, dout2)
         direct_dx = direct_dx and input_grad
+        winograd_dx = input_grad and not direct_dx and self._winograd(x, dout2)[1]
         (kh, kw), (ph, pw) = self.filter_size, self.pad
         C, H, Wd = x.shape[1:]
         Ho, Wo = dout.shape[2:]
@@ -323,7 +378,7 @@ class Conv2D(Layer):
                 return
             if direct_dw:
                 weight_grad_direct(worker, start, stop)
-            if not direct_dw or (input_grad and not direct_dx):
+            if not direct_dw or (input_grad and not direct_dx and not winograd_dx):
                 # dout of the chunk as one matrix (F, n*P), the columns' order
                 dT = _parallel.workspace(worker, "dout_rows", (F, n, P), dout2.dtype)
                 np.copyto(dT, d.transpose(1, 0, 2))
@@ -335,7 +390,7 @@ class Conv2D(Layer):
                 else:
                     colsT = self._columns(x[start:stop], worker, K, P)
                 np.matmul(colsT, dT2.T, out=dWT_parts[start // chunk])   # (K, F)
-            if not input_grad:
+            if not input_grad or winograd_dx:
                 return
             if direct_dx:
                 scratch = _parallel.workspace(worker, "pad", (dx_scratch,), dx.dtype)
@@ -350,6 +405,13 @@ class Conv2D(Layer):
                                  self.filter_size, self.stride, self.pad)
 
         _parallel.run(backward_chunk, N, chunk)
+        if winograd_dx:
+            # dx = full correlation of dout with the flipped filters (C "filters" of F
+            # channels), padding 2 - p, as Winograd tiles
+            wflip = W2.reshape(F, C, kh, kw)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+            self._winograd_conv(dout2.reshape(N, F, Ho, Wo),
+                                _backend.winograd_filters(wflip), None, dx,
+                                (kh - 1 - ph, kw - 1 - pw))
         if direct_dw:
             self.W.set_grad(np.ascontiguousarray(dWt_parts.sum(axis=0).transpose(3, 0, 1, 2)))
         else:
