@@ -489,7 +489,7 @@ def _direct_level():
 #       backward slower (128,3,32,16,5,0: 4.9 -> 5.6 and 7.7 ms): direct for kernel
 #       widths 3, 5, 7 (the ones compiled), F <= 128 and C >= 16.
 # On an AVX2 machine (2-core AMD EPYC, 8-float registers, half the AVX-512 machine's
-# FMA width; tune script in benchmarks/README.md, 2 threads, whole Conv2D, ms im2col +
+# FMA width; an A/B script forcing each pass's plan, 2 threads, whole Conv2D, ms im2col +
 # GEMM -> direct): forward 128,3,32,16,5,0  5.2 -> 2.9;  128,16,14,16,5,0  4.3 -> 2.0;
 #   64,16,14,32,5,0  3.4 -> 1.9;  128,32,32,32,3,1  24.5 -> 23.1;  64,64,16,64,3,1
 #   10.8 -> 10.3; 128,128,8,128,3,1  22.8 -> 32.6: the same F <= 64 rule.

@@ -47,6 +47,10 @@ with a block of output pixels x 16 filters in vector registers::
 ``airi._backend.direct_conv_plan`` says, from the shapes, which of the three passes go
 direct (float32, stride 1, F % 16 == 0, an AVX2/AVX-512 CPU; measured rule documented
 there); the others use im2col + GEMM as above. Results equal to float32 rounding.
+
+Winograd F(2x2, 3x3) (opt-in, ``AIRI_WINOGRAD=1``; ``_backend.winograd_plan``): 3x3,
+stride-1 forward and dx passes as input-tile transform -> 16 GEMMs (F, C) @ (C, tiles)
+-> output transform (airi/_ext/_wino.pyx), in chunks of samples like the rest.
 """
 import numpy as np
 
