@@ -216,14 +216,35 @@ class ModelCheckpoint(_MonitorMixin, Callback):
         The smallest change that counts as an improvement.
     full_checkpoint : bool
         Save a resumable trainer checkpoint instead of the bare model.
+    tie_breaker : str, optional
+        A second metric that decides between epochs whose monitored value ties with the
+        best (exactly, or within ``min_delta``): e.g. ``"val_loss"`` under
+        ``monitor="val_accuracy"``, where a small validation set makes ties common and
+        the first of them is often an undertrained epoch. Its direction is "auto" (min
+        for losses). None (the default) keeps the first epoch of a tie.
     """
 
     def __init__(self, path, monitor="val_accuracy", mode="auto", save_best_only=True,
-                 min_delta=0.0, full_checkpoint=False):
+                 min_delta=0.0, full_checkpoint=False, tie_breaker=None):
         self.path = path
         self.save_best_only = bool(save_best_only)
         self.full_checkpoint = bool(full_checkpoint)
         self._init_monitor(monitor, mode, min_delta)
+        self.tie_breaker = tie_breaker
+        self.tie_mode = None if tie_breaker is None else _resolve_mode(tie_breaker, "auto")
+        self.best_tie = None
+
+    def _wins_tie(self, value, record):
+        """True when ``value`` ties with the best and the tie-breaker metric is better."""
+        if self.tie_breaker is None or self.best is None or \
+                abs(value - self.best) > self.min_delta:
+            return False
+        other = record.get(self.tie_breaker)
+        if other is None:
+            return False
+        if self.best_tie is None:
+            return True
+        return other > self.best_tie if self.tie_mode == "max" else other < self.best_tie
 
     def on_epoch_end(self, trainer, record):
         """Save the model (on the main rank) if ``record[monitor]`` improved, or every
@@ -242,12 +263,19 @@ class ModelCheckpoint(_MonitorMixin, Callback):
         """
         value = self._current(record)
         improved = self._improved(value)
-        if improved:
+        tie_won = not improved and self._wins_tie(value, record)
+        if improved or tie_won:
             previous = self._describe_best()
+            if tie_won:   # keep the best value itself: a tie must not lower the bar
+                value = self.best
             self.best, self.best_epoch = value, record["epoch"]
-            trainer._log(f"  {self.monitor} improved from {previous} to {value:.5f}, "
-                         f"saving model to {self.path}")
-        if improved or not self.save_best_only:
+            if self.tie_breaker is not None:
+                self.best_tie = record.get(self.tie_breaker)
+            how = (f"improved from {previous} to {value:.5f}" if improved else
+                   f"tied at {value:.5f} with a better {self.tie_breaker} "
+                   f"({self.best_tie:.5f})")
+            trainer._log(f"  {self.monitor} {how}, saving model to {self.path}")
+        if improved or tie_won or not self.save_best_only:
             self._save(trainer)
 
     def _save(self, trainer):
@@ -265,9 +293,10 @@ class ModelCheckpoint(_MonitorMixin, Callback):
         Returns
         -------
         dict
-            ``best`` (float or None) and ``best_epoch`` (int or None).
+            ``best`` (float or None), ``best_epoch`` (int or None) and ``best_tie``
+            (the tie-breaker's value at the best epoch, or None).
         """
-        return {"best": self.best, "best_epoch": self.best_epoch}
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_tie": self.best_tie}
 
     def load_state_dict(self, state):
         """Restore :meth:`state_dict`'s ``best`` and ``best_epoch``.
@@ -277,6 +306,7 @@ class ModelCheckpoint(_MonitorMixin, Callback):
         state : dict
         """
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+        self.best_tie = state.get("best_tie")
 
 
 class EarlyStopping(_MonitorMixin, Callback):

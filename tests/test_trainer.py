@@ -479,3 +479,36 @@ def test_regression_with_mse_has_no_accuracy():
     np.testing.assert_allclose([model[0].b.data[0], model[0].W.data[0, 0]], [5, 3],
                                atol=0.1)
     assert trainer.evaluate((x, y))["accuracy"] is None
+
+
+class _Log:
+    """Stands in for a Trainer in ModelCheckpoint.on_epoch_end (save is stubbed)."""
+
+    def __init__(self):
+        self.lines = []
+
+    def _log(self, line):
+        self.lines.append(line)
+
+
+@pytest.mark.parametrize("tie_breaker, expected_epoch", [(None, 2), ("val_loss", 4)])
+def test_model_checkpoint_tie_breaker(tmp_path, tie_breaker, expected_epoch, monkeypatch):
+    """Epochs tying on the monitored accuracy go to the lower val_loss with a
+    tie-breaker; without one the first epoch of the tie stays; a worse accuracy never
+    wins, however low its loss."""
+    best = ModelCheckpoint(tmp_path / "m.pkl", monitor="val_accuracy",
+                           tie_breaker=tie_breaker)
+    saved = []
+    monkeypatch.setattr(best, "_save", lambda trainer: saved.append(True))
+    trainer = _Log()
+    records = [(0.90, 0.50), (0.99, 0.30), (0.99, 0.35), (0.99, 0.10), (0.98, 0.01)]
+    for epoch, (acc, loss) in enumerate(records, start=1):
+        best.on_epoch_end(trainer, {"epoch": epoch, "val_accuracy": acc,
+                                    "val_loss": loss})
+    assert best.best_epoch == expected_epoch and best.best == 0.99
+    assert len(saved) == (3 if tie_breaker else 2)
+    if tie_breaker:
+        assert best.best_tie == 0.10 and "tied at 0.99000" in trainer.lines[-1]
+        restored = ModelCheckpoint(tmp_path / "m.pkl", tie_breaker="val_loss")
+        restored.load_state_dict(best.state_dict())
+        assert (restored.best, restored.best_epoch, restored.best_tie) == (0.99, 4, 0.10)
