@@ -49,7 +49,7 @@ MODELS = {  # name -> (batch size, input shape (C, H, W))
     "lenet": (64, (1, 28, 28)),
     "vgg_small": (128, (3, 32, 32)),
 }
-CONFIGS = ("numpy", "compiled", "torch", "im2col")
+CONFIGS = ("numpy", "compiled", "torch", "im2col", "winograd")
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -57,7 +57,8 @@ def _parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--configs", nargs="+", default=list(CONFIGS[:3]), choices=list(CONFIGS),
-                   help="im2col = compiled with the direct convolutions switched off")
+                   help="im2col = compiled with the direct convolutions switched off; "
+                        "winograd = compiled with Winograd 3x3 switched on")
     p.add_argument("--threads", type=int, default=2,
                    help="threads for airi's kernels, BLAS and torch (default 2)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
@@ -144,8 +145,8 @@ def make_data(name, seed=0):
 class AiriRunner:
     """``step()`` = one ``Trainer.train_step`` on the next batch, on one backend."""
 
-    def __init__(self, name, backend, direct=True):
-        self.backend, self.direct = backend, direct
+    def __init__(self, name, backend, direct=True, winograd=False):
+        self.backend, self.direct, self.winograd = backend, direct, winograd
         self.model = airi_model(name)
         opt = airi.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
         self.trainer = airi.Trainer(self.model, airi.CrossEntropyLoss(), opt)
@@ -155,11 +156,13 @@ class AiriRunner:
         xb, yb = self.data[self.i % len(self.data)]
         self.i += 1
         previous = _backend.set_direct_conv(self.direct)
+        previous_winograd = _backend.set_winograd(self.winograd)
         try:
             with _backend.use_backend(self.backend):
                 self.trainer.train_step(xb, yb)
         finally:
             _backend.set_direct_conv(previous)
+            _backend.set_winograd(previous_winograd)
 
 
 class TorchRunner:
@@ -189,8 +192,9 @@ def make_runner(name, config, torch=None):
     if config == "torch":
         return TorchRunner(torch, name)
     # "im2col": compiled kernels with the direct convolutions switched off (before/after)
+    # "winograd": compiled kernels with the (opt-in) Winograd 3x3 convolution on
     return AiriRunner(name, "numpy" if config == "numpy" else "cython",
-                      direct=config != "im2col")
+                      direct=config != "im2col", winograd=config == "winograd")
 
 
 # ====================================================================== memory
@@ -280,8 +284,9 @@ def main():
         ARGS.mem_steps = min(ARGS.mem_steps, 2)
     airi.set_num_threads(ARGS.threads)
     configs = list(ARGS.configs)
-    if "cython" not in _backend.available_backends() and "im2col" in configs:
-        configs.remove("im2col")
+    for needs_compiled in ("im2col", "winograd"):
+        if "cython" not in _backend.available_backends() and needs_compiled in configs:
+            configs.remove(needs_compiled)
     if "compiled" in configs and "cython" not in _backend.available_backends():
         print(f"compiled kernels missing ({_backend.compiled_error()}): skipped")
         configs.remove("compiled")
@@ -340,6 +345,8 @@ def _summary(results, configs):
             compiled_vs_torch=_ratio(get("compiled"), get("torch")),
             compiled_vs_numpy=_ratio(get("compiled"), get("numpy")),
             compiled_vs_im2col=_ratio(get("compiled"), get("im2col")),
+            winograd_vs_compiled=_ratio(get("winograd"), get("compiled")),
+            winograd_vs_torch=_ratio(get("winograd"), get("torch")),
             numpy_vs_torch=_ratio(get("numpy"), get("torch")),
             memory_compiled_vs_torch=_ratio(mem("compiled"), mem("torch")),
             memory_numpy_vs_torch=_ratio(mem("numpy"), mem("torch")),
@@ -360,6 +367,9 @@ def _print_summary(rows):
         if r["compiled_vs_im2col"] is not None:
             print(f"  {'':<11} compiled (direct conv) / im2col only: "
                   f"{fmt(r['compiled_vs_im2col'])}")
+        if r["winograd_vs_compiled"] is not None:
+            print(f"  {'':<11} with Winograd / compiled: {fmt(r['winograd_vs_compiled'])}"
+                  f"; with Winograd / torch: {fmt(r['winograd_vs_torch'])}")
 
 
 if __name__ == "__main__":
