@@ -1,45 +1,38 @@
 # Compiled im2col / col2im for airi's convolution (NCHW, float32 and float64).
 #
-# Column layout: cols has shape (N, C*kh*kw, Ho*Wo), row index (c, i, j) in C order.
-# The layer computes the forward pass as one batched GEMM
-#     out = np.matmul(W.reshape(F, C*kh*kw), cols)        # (N, F, Ho*Wo)
-# which is already NCHW after a free reshape to (N, F, Ho, Wo); the backward pass is
-#     dW = sum_n dout[n] @ cols[n].T    and    dcols = W2.T @ dout   (batched)
-# with no transposing copy anywhere. (airi.layers.Conv2D runs these on chunks of a few
-# samples, ~2 MB of columns, through im2col_into / col2im_from on one thread each,
-# from airi's own threads: see airi/_parallel.py and the Conv2D docstring.) benchmarks/bench_layout.py measured the three
-# candidate layouts: float32, 2 threads, ms for forward (im2col + GEMM + copies to
-# NCHW) / backward (copies of dout + GEMMs + col2im), 2-core machine, quiet moment:
+# Column layout. The kernels write/read cols through a 3-D view (n, C*kh*kw, Ho*Wo) of
+# any strides, row index (c, i, j) in C order, so the layer chooses the memory layout.
+# airi.layers.Conv2D keeps each chunk's columns as one (C*kh*kw, n*Ho*Wo) matrix and
+# passes its (n, K, P) transposed view: one GEMM per chunk, then one transposing copy to
+# NCHW (see the Conv2D docstring). benchmarks/bench_layout.py compares the candidate
+# layouts on whole batches; on the 2-core AVX-512 machine of session 1, float32, 2
+# threads, ms forward / backward:
 #
-#   shape N,C,HxW,F,k,pad   (a) (N,CKK,P) here  (b) (CKK,N*P) cs231n  (c) (N*P,CKK) rows
+#   shape N,C,HxW,F,k,pad   (a) (N,CKK,P)       (b) (CKK,N*P) cs231n  (c) (N*P,CKK) rows
 #   128,3,32x32,16,5,0          5.2 /   8.4         8.4 /  11.1          15.1 /  21.3
 #   128,32,32x32,32,3,1        46.1 / 103.9        98.7 /  77.9          88.4 / 176.6
 #   64,64,16x16,64,3,1         15.7 /  20.8        28.9 /  24.0          24.2 /  31.8
 #   128,16,28x28,16,5,0        34.6 /  70.1        28.9 /  51.3          52.5 / 100.8
 #   total                         304.8               329.1                 510.7
 #
-# A second run gave totals (a) 279, (b) 270, (c) 393 ms. So (a) is kept: (b) is a tie
-# (0.93x-1.03x the speed of (a)): its one big GEMM replaces N small ones but it pays a
-# transposing copy of the output and of dout; (c) (0.60x-0.71x) pays the NHWC<->NCHW
-# copies and a strided im2col. On one thread the three are within 5% ((a) 645 ms,
-# (b) 666, (c) 680, a loaded machine). Caveat: when the cores are oversubscribed by
-# other processes, (a)'s N small GEMMs each pay an OpenBLAS thread hand-off; in a run
-# at load average ~7, (b) came out 1.6x faster than (a) (1339 vs 2175 ms): an artefact
-# of the load rather than of the layout, but worth knowing on shared machines.
+# A second run gave totals (a) 279, (b) 270, (c) 393 ms: (a) and (b) tied there, (c)
+# paid NHWC<->NCHW copies. On the AVX2 machine of session 2, (b) within a chunk of
+# samples (columns in L2, single-threaded BLAS per chunk) ran the layers' GEMMs 10-25%
+# faster than (a)'s per-sample GEMMs, so the layer now uses it.
 """Compiled im2col and col2im (private: call them through :mod:`airi._backend`).
 
 Shapes::
 
-    im2col(x (N, C, H, W), kh, kw, sh, sw, ph, pw, num_threads)  -> cols (N, C*kh*kw, Ho*Wo)
-    col2im(cols, N, C, H, W, kh, kw, sh, sw, ph, pw, num_threads) -> dx (N, C, H, W)
+    im2col_into(x (N, C, H, W), cols (N, C*kh*kw, Ho*Wo), kh, kw, sh, sw, ph, pw, threads)
+    col2im_from(cols (N, C*kh*kw, Ho*Wo), dx (N, C, H, W), kh, kw, sh, sw, ph, pw, threads)
 
 with Ho = (H + 2*ph - kh) // sh + 1 and Wo likewise. The arguments arrive validated and
 C-contiguous from the backend. Work is split over the N*C image planes: each plane
 reads one input plane and writes its own kh*kw rows of cols (im2col), or reads its own
 rows and writes its own dx plane (col2im), so threads never write the same memory.
 
-``im2col_into`` / ``col2im_from`` do the same work on caller-provided views whose last
-axis may have any stride; they let benchmarks/bench_layout.py try other column layouts
+``cols`` may be a view of any strides: the layer passes a transposed view of its
+(C*kh*kw, n, Ho*Wo) chunk buffer, and benchmarks/bench_layout.py tries other layouts
 with the very same kernels.
 """
 from cython cimport floating
@@ -250,36 +243,6 @@ def col2im_from(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
                          f"{(dx.shape[0], dx.shape[1] * kh * kw, Ho * Wo)}")
     with nogil:
         _col2im_all(cols, dx, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
-
-
-def im2col(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
-           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, int num_threads):
-    """x (N, C, H, W) -> cols (N, C*kh*kw, Ho*Wo), row index (c, i, j) in C order."""
-    cdef Py_ssize_t Ho, Wo
-    Ho, Wo = _out_hw(x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
-    dtype = np.float32 if floating is float else np.float64
-    cols = np.empty((x.shape[0], x.shape[1] * kh * kw, Ho * Wo), dtype=dtype)
-    cdef floating[:, :, :] view = cols
-    with nogil:
-        _im2col_all(x, view, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
-    return cols
-
-
-def col2im(const floating[:, :, :] cols, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
-           Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-           Py_ssize_t ph, Py_ssize_t pw, int num_threads):
-    """cols (N, C*kh*kw, Ho*Wo) -> dx (N, C, H, W), summing overlapping windows."""
-    cdef Py_ssize_t Ho, Wo
-    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw, ph, pw)
-    if (cols.shape[0], cols.shape[1], cols.shape[2]) != (N, C * kh * kw, Ho * Wo):
-        raise ValueError(f"col2im: cols has shape {tuple(cols.shape)[:3]}, expected "
-                         f"{(N, C * kh * kw, Ho * Wo)}")
-    dtype = np.float32 if floating is float else np.float64
-    dx = np.empty((N, C, H, W), dtype=dtype)
-    cdef floating[:, :, :, ::1] view = dx
-    with nogil:
-        _col2im_all(cols, view, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
-    return dx
 
 
 # ------------------------------------------------------------ direct convolution

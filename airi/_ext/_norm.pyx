@@ -92,6 +92,12 @@ def _check(name, got, expected):
         raise ValueError(f"{name}: shape {tuple(got)}, expected {tuple(expected)}")
 
 
+def _check_vectors(where, C, **vectors):
+    """Every per-channel vector has C entries."""
+    for name, vec in vectors.items():
+        _check(f"{where}: {name}", tuple(vec.shape)[:1], (C,))
+
+
 def plane_moments_into(const floating[:, :, ::1] x, double[:, ::1] mean,
                        double[:, ::1] m2):
     """mean (n, C) and m2 (n, C), float64: each plane's mean and its sum of squared
@@ -123,9 +129,8 @@ def normalize_into(const floating[:, :, ::1] x, const floating[::1] shift,
     cdef floating* h
     cdef floating* o
     cdef floating sh, inv, g, b, t
-    for name, vec in (("shift", shift), ("invstd", invstd), ("gamma", gamma),
-                      ("beta", beta)):
-        _check(f"normalize_into: {name}", tuple(vec.shape)[:1], (C,))
+    _check_vectors("normalize_into", C, shift=shift, invstd=invstd, gamma=gamma,
+                   beta=beta)
     _check("normalize_into: xhat", tuple(xhat.shape)[:3], (n, C, P))
     _check("normalize_into: out", tuple(out.shape)[:3], (n, C, P))
     if n == 0 or C == 0 or P == 0:
@@ -167,8 +172,7 @@ def input_grad_into(const floating[:, :, ::1] dout, const floating[:, :, ::1] xh
     cdef const floating* h
     cdef floating* o
     cdef floating k, m, sc
-    for name, vec in (("k_xhat", k_xhat), ("mean_dout", mean_dout), ("scale", scale)):
-        _check(f"input_grad_into: {name}", tuple(vec.shape)[:1], (C,))
+    _check_vectors("input_grad_into", C, k_xhat=k_xhat, mean_dout=mean_dout, scale=scale)
     _check("input_grad_into: xhat", tuple(xhat.shape)[:3], (n, C, P))
     _check("input_grad_into: dx", tuple(dx.shape)[:3], (n, C, P))
     if n == 0 or C == 0 or P == 0:

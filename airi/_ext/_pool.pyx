@@ -1,19 +1,15 @@
 """Compiled max- and average-pooling (private: call them through :mod:`airi._backend`).
 
-Shapes (NCHW, no padding)::
+Shapes (NCHW, no padding), each writing into caller-provided C-contiguous arrays::
 
-    maxpool_forward(x (N, C, H, W), kh, kw, sh, sw, num_threads)
-        -> out (N, C, Ho, Wo), argmax (N, C, Ho, Wo) of tap_dtype(kh, kw)
-    maxpool_backward(dout (N, C, Ho, Wo), argmax, H, W, kh, kw, sh, sw, num_threads)
-        -> dx (N, C, H, W)
-    avgpool_forward(x, kh, kw, sh, sw, num_threads)          -> out (N, C, Ho, Wo)
-    avgpool_backward(dout, H, W, kh, kw, sh, sw, num_threads) -> dx (N, C, H, W)
+    maxpool_forward_into(x (N, C, H, W), out (N, C, Ho, Wo), argmax (N, C, Ho, Wo), ...)
+    maxpool_backward_into(dout (N, C, Ho, Wo), argmax, dx (N, C, H, W), ...)
+    avgpool_forward_into(x, out, ...)
+    avgpool_backward_into(dout, dx, ...)
 
-with Ho = (H - kh) // sh + 1 and Wo likewise. Each has an ``..._into`` twin that writes
-into caller-provided C-contiguous arrays instead (``maxpool_forward_into(x, out, argmax,
-...)``, ``maxpool_backward_into(dout, argmax, dx, ...)``, ``avgpool_forward_into(x, out,
-...)``, ``avgpool_backward_into(dout, dx, ...)``): airi._backend runs them on chunks of
-the batch from its own threads (one OpenMP thread each), see airi/_parallel.py.
+with Ho = (H - kh) // sh + 1 and Wo likewise; the trailing arguments are kh, kw, sh, sw,
+num_threads. airi._backend allocates the outputs and runs these on chunks of the batch
+from its own threads (one OpenMP thread each), see airi/_parallel.py.
 
 ``argmax`` holds, for each window, the *tap* ``q = i * kw + j`` of its FIRST maximum
 (window row i, column j) in row-major window order (a NaN counts as a maximum, the first
@@ -21,7 +17,7 @@ NaN wins), exactly like the NumPy twin, so ties give the same answer on both bac
 the backward pass routes each gradient to exactly one position. A tap is np.uint8 when
 the window has at most 256 elements (1 byte per output instead of 8 for a flat index:
 the cache the layer keeps, and the traffic of both passes, shrink 8x), np.intp for
-bigger windows; :func:`tap_dtype` says which.
+bigger windows (``airi._backend.maxpool_tap_dtype`` is the rule).
 
 Each of the N*C planes is independent: ``prange`` splits the planes over the threads
 and every thread writes only its own output planes, so there are no races (overlapping
@@ -48,14 +44,6 @@ ctypedef fused tap_t:
     Py_ssize_t
 
 
-def tap_dtype(Py_ssize_t kh, Py_ssize_t kw):
-    """The dtype of the taps of a kh x kw window: np.uint8 up to 256 elements, else
-    np.intp (the NumPy twin uses the same rule)."""
-    return np.uint8 if kh * kw <= MAX_UINT8_WINDOW else np.intp
-
-
-# Below this many elements a call takes some tens of microseconds: starting and joining
-# a thread team would cost about what it saves, so small calls stay on one thread.
 cdef Py_ssize_t _PARALLEL_MIN_WORK = 1 << 15
 
 
@@ -408,7 +396,7 @@ def maxpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
                          Py_ssize_t sh, Py_ssize_t sw, int num_threads):
     """Write the max of each window of x (N, C, H, W) into out and the tap of its first
     maximum into argmax, both (N, C, Ho, Wo) and C-contiguous; argmax is np.uint8 or
-    np.intp (see :func:`tap_dtype`; uint8 needs kh * kw <= 256)."""
+    np.intp (``airi._backend.maxpool_tap_dtype``; uint8 needs kh * kw <= 256)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho, Wo, plane
     Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
@@ -434,18 +422,6 @@ def maxpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
                            H, W, kh, kw, sh, sw, Ho, Wo)
     finally:
         free(scratch)
-
-
-def maxpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
-                    Py_ssize_t sh, Py_ssize_t sw, int num_threads):
-    """x (N, C, H, W) -> out (N, C, Ho, Wo), argmax (N, C, Ho, Wo) of tap_dtype(kh, kw)."""
-    cdef Py_ssize_t Ho, Wo
-    Ho, Wo = _out_hw(x.shape[2], x.shape[3], kh, kw, sh, sw)
-    dtype = np.float32 if floating is float else np.float64
-    out = np.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=dtype)
-    argmax = np.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=tap_dtype(kh, kw))
-    maxpool_forward_into(x, out, argmax, kh, kw, sh, sw, num_threads)
-    return out, argmax
 
 
 def maxpool_backward_into(const floating[:, :, :, ::1] dout,
@@ -485,22 +461,6 @@ def maxpool_backward_into(const floating[:, :, :, ::1] dout,
         raise ValueError(f"maxpool_backward: {bad} argmax entries lie outside their "
                          f"{kh}x{kw} window (taps must be 0..{K - 1}; argmax must come "
                          f"from maxpool_forward)")
-
-
-def maxpool_backward(const floating[:, :, :, ::1] dout, const tap_t[:, :, :, ::1] argmax,
-                     Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
-                     Py_ssize_t sh, Py_ssize_t sw, int num_threads):
-    """dout (N, C, Ho, Wo), argmax (same shape, taps) -> dx (N, C, H, W)."""
-    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], Ho, Wo
-    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
-    if (dout.shape[2], dout.shape[3]) != (Ho, Wo) or \
-            tuple(argmax.shape)[:4] != tuple(dout.shape)[:4]:
-        raise ValueError(f"maxpool_backward: dout {tuple(dout.shape)[:4]} and argmax "
-                         f"{tuple(argmax.shape)[:4]} must both be {(N, C, Ho, Wo)}")
-    dtype = np.float32 if floating is float else np.float64
-    dx = np.empty((N, C, H, W), dtype=dtype)
-    maxpool_backward_into(dout, argmax, dx, kh, kw, sh, sw, num_threads)
-    return dx
 
 
 # ---------------------------------------------------------------- average-pool
@@ -577,17 +537,6 @@ def avgpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
                        Ho, Wo, scale)
 
 
-def avgpool_forward(const floating[:, :, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw,
-                    Py_ssize_t sh, Py_ssize_t sw, int num_threads):
-    """x (N, C, H, W) -> out (N, C, Ho, Wo), the mean of each window."""
-    cdef Py_ssize_t Ho, Wo
-    Ho, Wo = _out_hw(x.shape[2], x.shape[3], kh, kw, sh, sw)
-    dtype = np.float32 if floating is float else np.float64
-    out = np.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=dtype)
-    avgpool_forward_into(x, out, kh, kw, sh, sw, num_threads)
-    return out
-
-
 def avgpool_backward_into(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx,
                           Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                           int num_threads):
@@ -606,21 +555,6 @@ def avgpool_backward_into(const floating[:, :, :, ::1] dout, floating[:, :, :, :
                         num_threads=nt):
         _avgpool_backward_plane(src + plane * Ho * Wo, dst + plane * H * W, H, W,
                                 kh, kw, sh, sw, Ho, Wo, scale)
-
-
-def avgpool_backward(const floating[:, :, :, ::1] dout, Py_ssize_t H, Py_ssize_t W,
-                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                     int num_threads):
-    """dout (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], Ho, Wo
-    Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
-    if (dout.shape[2], dout.shape[3]) != (Ho, Wo):
-        raise ValueError(f"avgpool_backward: dout has shape {tuple(dout.shape)[:4]}, "
-                         f"expected {(N, C, Ho, Wo)}")
-    dtype = np.float32 if floating is float else np.float64
-    dx = np.empty((N, C, H, W), dtype=dtype)
-    avgpool_backward_into(dout, dx, kh, kw, sh, sw, num_threads)
-    return dx
 
 
 cdef _check_shape(str what, Py_ssize_t* shape, tuple expected):

@@ -142,7 +142,7 @@ class _BatchNorm(Layer):
             self.gamma.data.astype(dtype, copy=False),
             self.beta.data.astype(dtype, copy=False))
         self._xhat = xhat.reshape(x.shape)
-        self._invstd = self._per_channel(invstd, dtype)
+        self._invstd = invstd                            # (C,) float64
         return out.reshape(x.shape)
 
     def _planes(self, a):
@@ -205,7 +205,7 @@ class _BatchNorm(Layer):
         dbeta, dgamma = plane_dout.sum(axis=0), plane_dout_xhat.sum(axis=0)
         self.gamma.set_grad(dgamma)
         self.beta.set_grad(dbeta)
-        scale = self.gamma.data.astype(np.float64) * self._invstd.reshape(-1)
+        scale = self.gamma.data.astype(np.float64) * self._invstd
         if not self._batch_stats:
             # Running statistics are constants: the layer is a per-channel affine map.
             return dout * self._per_channel(scale, dtype)
