@@ -197,27 +197,58 @@ if _compiled is not None:
     _impls["cython"] = _compiled
 
 
+def _env_choice(name, choices, default):
+    """The value of environment variable ``name`` (case and spaces ignored), one of
+    ``choices``; unset or empty gives ``default``. Anything else stops the program with
+    ONE line naming the variable and its valid values (a typo must not silently pick
+    another backend, and a traceback at ``import airi`` would bury the reason)."""
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if not value:
+        return default
+    if value not in choices:
+        raise SystemExit(f"airi: {name}={raw!r} is not valid: use "
+                         + ", ".join(repr(c) for c in choices) + " (or leave it unset)")
+    return value
+
+
+def _not_compiled_message():
+    """One line: why the compiled kernels are missing and how to fix it. Uses the
+    outcome setup.py recorded at install time (airi/_ext/_build_info.py) when the build
+    failed, so the user sees the compiler's own error instead of an ImportError."""
+    try:
+        from ._ext import _build_info
+        failed = not _build_info.COMPILED
+        error = _build_info.ERROR
+    except Exception:  # built by an older setup.py, or never built
+        failed, error = False, None
+    if failed:
+        return ("airi: the compiled kernels were not built when airi was installed "
+                f"(compiler error: {error}); running on the slower NumPy kernels. To "
+                "fix it, install a C compiler (e.g. `apt install gcc`, `xcode-select "
+                "--install`, or Visual Studio Build Tools), then reinstall airi "
+                "(`pip install .` in its folder).")
+    return ("airi: the compiled kernels could not be imported "
+            f"({_compiled_error}); using the slower NumPy kernels. Reinstall with a C "
+            "compiler (`pip install .`) to build them.")
+
+
 def _initial_backend():
-    wanted = os.environ.get("AIRI_BACKEND", "").strip().lower()
-    require = os.environ.get("AIRI_REQUIRE_COMPILED", "0") == "1"
+    wanted = _env_choice("AIRI_BACKEND", ("auto", "cython", "numpy"), "auto")
+    require = _env_choice("AIRI_REQUIRE_COMPILED", ("0", "1"), "0") == "1"
     if _compiled is None and require:
         raise ImportError(
             "AIRI_REQUIRE_COMPILED=1 but airi's compiled kernels cannot be imported "
             f"({_compiled_error}). Build them with `pip install .` (needs a C compiler).")
-    if wanted in ("", "auto", "cython"):
+    if wanted in ("auto", "cython"):
         if _compiled is not None:
             return "cython"
         if wanted == "cython":
             raise ImportError(f"AIRI_BACKEND=cython but the compiled kernels cannot be "
                               f"imported ({_compiled_error})")
-        warnings.warn(
-            "airi: the compiled kernels could not be imported "
-            f"({_compiled_error}); using the slower NumPy kernels. Reinstall with a C "
-            "compiler (`pip install .`) to build them.", RuntimeWarning, stacklevel=3)
+        warnings.warn(_not_compiled_message(), RuntimeWarning, stacklevel=3)
         return "numpy"
-    if wanted == "numpy":
-        return "numpy"
-    raise ValueError(f"AIRI_BACKEND must be 'cython' or 'numpy', got {wanted!r}")
+    return "numpy"
 
 
 _active = _initial_backend()
@@ -507,7 +538,7 @@ def _direct_level():
 #   (The AVX-512 rule above was measured before that change.)
 # Only with AVX2 or AVX-512 (the baseline SSE build of the kernels was not measured to
 # win). The NumPy backend always uses im2col (its direct twins are im2col + matmul).
-_direct_enabled = os.environ.get("AIRI_DIRECT_CONV", "1").strip() != "0"
+_direct_enabled = _env_choice("AIRI_DIRECT_CONV", ("0", "1"), "1") == "1"
 
 
 def set_direct_conv(enabled):
@@ -637,7 +668,7 @@ def winograd_output_into(M, out, bias):
 # 30.3 -> 44.9 ms), but on airi's 2 threads it was not faster (42.3 vs 31.6 ms; 26.2 vs
 # 28.2 ms), for reasons not yet found (see benchmarks/README.md). ``AIRI_WINOGRAD=1`` or
 # ``set_winograd(True)`` switches it on.
-_winograd_enabled = os.environ.get("AIRI_WINOGRAD", "0").strip() == "1"
+_winograd_enabled = _env_choice("AIRI_WINOGRAD", ("0", "1"), "0") == "1"
 
 
 def set_winograd(enabled):

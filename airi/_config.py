@@ -154,3 +154,16 @@ def set_num_threads(n):
     except ImportError:
         return
     threadpool_limits(limits=n, user_api="blas")
+
+
+def _check_num_threads_variable():
+    """At import: a bad ``AIRI_NUM_THREADS`` stops the program with one line naming the
+    variable, instead of a traceback at the first layer call."""
+    raw = os.environ.get("AIRI_NUM_THREADS", "")
+    value = raw.strip()
+    if value and not (value.isdigit() and int(value) >= 1):
+        raise SystemExit(f"airi: AIRI_NUM_THREADS={raw!r} is not valid: use a positive "
+                         "integer (or leave it unset)")
+
+
+_check_num_threads_variable()

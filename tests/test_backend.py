@@ -97,10 +97,56 @@ def test_environment_variable_forces_numpy():
     assert "RuntimeWarning" not in result.stderr  # forcing NumPy is not a warning
 
 
-def test_environment_variable_rejects_unknown_backend():
-    result = run_python("import airi", AIRI_BACKEND="fortran")
+@pytest.mark.parametrize("name, value, valid", [
+    ("AIRI_BACKEND", "bogus", "'auto', 'cython', 'numpy'"),
+    ("AIRI_REQUIRE_COMPILED", "yes", "'0', '1'"),
+    ("AIRI_DIRECT_CONV", "off", "'0', '1'"),
+    ("AIRI_WINOGRAD", "2", "'0', '1'"),
+    ("AIRI_NUM_THREADS", "two", "a positive integer"),
+    ("AIRI_NUM_THREADS", "0", "a positive integer"),
+])
+def test_bad_environment_variable_is_one_line_not_a_traceback(name, value, valid):
+    env = {name: value} if name == "AIRI_BACKEND" else {name: value, "AIRI_BACKEND": "numpy"}
+    result = run_python("import airi", **env)
     assert result.returncode != 0
-    assert "AIRI_BACKEND must be 'cython' or 'numpy'" in result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{name}={value!r}" in lines[0] and valid in lines[0]
+
+
+def test_environment_variables_accept_their_valid_values():
+    result = run_python("import airi; print(airi.backend())", AIRI_BACKEND=" NumPy ",
+                        AIRI_REQUIRE_COMPILED="0", AIRI_DIRECT_CONV="1",
+                        AIRI_WINOGRAD="0", AIRI_NUM_THREADS="2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "numpy"
+
+
+def test_failed_build_is_explained_in_one_line_at_import():
+    """setup.py records a failed build in airi/_ext/_build_info.py; at import airi
+    says, in one line, that the kernels were not compiled, the compiler's error, and
+    how to fix it (here the record and the missing kernels are simulated)."""
+    error = "airi/_ext/_conv.c:1:10: fatal error: Python.h: No such file or directory"
+    result = run_python(hide_extension=True, code=f"""
+        import sys, types
+        sys.modules["airi._ext._build_info"] = types.SimpleNamespace(
+            COMPILED=False, ERROR={error!r})
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import airi
+        messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
+        print(airi.backend())
+        print(len(messages))
+        print(messages[0] if messages else "")
+    """)
+    assert result.returncode == 0, result.stderr
+    backend, count, message = result.stdout.strip().splitlines()
+    assert (backend, count) == ("numpy", "1")
+    assert "were not built when airi was installed" in message
+    assert error in message                       # why: the compiler's own words
+    assert "install a C compiler" in message and "pip install ." in message  # the fix
 
 
 def test_missing_extension_warns_once_and_falls_back_to_numpy():
