@@ -114,6 +114,7 @@ class AiriBuildExt(build_ext):
         self._pool = None
         self._errors = []            # first error line of each failed command
         self._errors_lock = threading.Lock()
+        self._generated = {}         # .c written by Cython -> its .pyx
 
     def finalize_options(self):
         super().finalize_options()
@@ -146,6 +147,10 @@ class AiriBuildExt(build_ext):
                    if any(s.endswith(".pyx") for s in e.sources)]
         if not has_pyx:
             return
+        for ext in has_pyx:   # which .c Cython will write from which .pyx (_build_key)
+            for source in ext.sources:
+                if source.endswith(".pyx"):
+                    self._generated[source[:-4] + ".c"] = source
         shared = [Extension(SHARED_UTILITY, [SHARED_UTILITY.replace(".", "/") + ".c"])]
         built = cythonize(has_pyx + shared, compiler_directives=CYTHON_DIRECTIVES,
                           shared_utility_qualified_name=SHARED_UTILITY,
@@ -214,14 +219,23 @@ class AiriBuildExt(build_ext):
             f.write(key)
 
     def _build_key(self, ext):
-        """Hash of everything the extension's binary depends on."""
+        """Hash of everything the extension's binary depends on. A .c that Cython
+        generated counts as its .pyx and Cython's version and directives: the .c
+        itself names the temporary build environment of pip, which differs each time."""
         h = hashlib.sha256()
         compiler = getattr(self.compiler, "compiler_so", self.compiler.compiler_type)
         for part in (sys.version, sysconfig.get_platform(), repr(compiler),
                      repr(ext.extra_compile_args), repr(ext.extra_link_args),
-                     repr(ext.define_macros), repr(_numpy_version())):
+                     repr(ext.define_macros), _version_of("numpy"), _version_of("Cython"),
+                     repr(sorted(CYTHON_DIRECTIVES.items())), SHARED_UTILITY):
             h.update(part.encode() + b"\0")
-        for path in sorted(ext.sources) + sorted(ext.depends):
+        # (Cython's inputs beside the .pyx: any .pxd or header of airi/_ext)
+        cython_inputs = sorted(glob.glob(os.path.join("airi", "_ext", "**", "*.pxd"),
+                                         recursive=True))
+        for source in sorted(ext.sources) + sorted(set(ext.depends) | set(cython_inputs)):
+            path = self._generated.get(source, source)
+            if ext.name == SHARED_UTILITY and source.endswith(".c"):
+                continue    # generated from Cython alone (its version is in the key)
             h.update(path.encode() + b"\0")
             with open(path, "rb") as f:
                 h.update(hashlib.sha256(f.read()).digest())
@@ -331,9 +345,11 @@ def _source_bytes(ext):
     return sum(_file_bytes(s) for s in ext.sources)
 
 
-def _numpy_version():
-    import numpy
-    return numpy.__version__
+def _version_of(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "none"
 
 
 def _read(path):

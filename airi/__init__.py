@@ -28,3 +28,9 @@ from .serialization import save, load, register_safe, ModelFileError, UnsafeMode
 from .trainer import Trainer  # noqa: E402  (training part)
 from . import models  # noqa: E402
 from . import distributed  # noqa: E402  (data-parallel training on MPI; mpi4py imported lazily)
+
+
+def __getattr__(name):
+    """``airi.Dense`` and friends: say what airi calls the layer."""
+    from .layers.base import foreign_layer_error
+    raise foreign_layer_error(__name__, name)

@@ -31,3 +31,9 @@ from .dropout import Dropout  # noqa: E402
 from .normalization import BatchNorm1D, BatchNorm2D  # noqa: E402
 
 __all__ += ["Dropout", "BatchNorm1D", "BatchNorm2D"]
+
+
+def __getattr__(name):
+    """``airi.layers.Dense`` and friends: say what airi calls the layer."""
+    from .base import foreign_layer_error
+    raise foreign_layer_error(__name__, name)

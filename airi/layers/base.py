@@ -1,10 +1,101 @@
 """The building block every airi layer derives from."""
+import difflib
+import functools
+import inspect
+
 import numpy as np
 
 from .._config import resolve_dtype
 from ..parameter import Parameter
 
 __all__ = ["Layer"]
+
+# Argument names users bring from PyTorch and Keras, and what airi calls the same thing,
+# for the error message only: airi keeps one spelling of its API (no aliases). For each
+# foreign name, airi's candidates in order; the first one the layer accepts is named.
+FOREIGN_ARGUMENTS = {
+    "kernel_size": ("filter_size", "pool_size"),
+    "kernel": ("filter_size", "pool_size"),
+    "out_channels": ("num_filters",),
+    "filters": ("num_filters",),
+    "padding": ("pad",),
+    "in_features": ("input_size",),
+    "in_dim": ("input_size",),
+    "input_dim": ("input_size",),
+    "out_features": ("hidden_size",),
+    "out_dim": ("hidden_size",),
+    "output_dim": ("hidden_size",),
+    "units": ("hidden_size",),
+    "use_bias": ("bias",),
+    "strides": ("stride",),
+    "rate": ("p",),
+    "epsilon": ("eps",),
+    "negative_slope": ("alpha",),
+    "kernel_initializer": ("init",),
+    "weight_decay": ("reg",),
+}
+
+# Layer names of PyTorch and Keras whose airi layer is called differently.
+FOREIGN_LAYERS = {
+    "Dense": "Linear",
+    "Conv2d": "Conv2D",
+    "Convolution2D": "Conv2D",
+    "MaxPool2d": "MaxPool2D",
+    "MaxPooling2D": "MaxPool2D",
+    "AvgPool2d": "AvgPool2D",
+    "AveragePooling2D": "AvgPool2D",
+    "BatchNorm1d": "BatchNorm1D",
+    "BatchNorm2d": "BatchNorm2D",
+    "BatchNormalization": "BatchNorm1D or BatchNorm2D",
+    "LeakyReLU": "LeakyRelu",
+    "Flatten2D": "Flatten",
+}
+
+
+def foreign_layer_error(module, name):
+    """The AttributeError for ``module.name`` (a module's ``__getattr__``): names
+    airi's layer when ``name`` is PyTorch's or Keras' name for it."""
+    if name in FOREIGN_LAYERS:
+        return AttributeError(f"{module} has no {name!r}: airi calls it "
+                              f"{FOREIGN_LAYERS[name]}")
+    return AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+def _unknown_argument_error(layer, name, accepted):
+    """TypeError for a keyword ``name`` that ``layer``'s constructor does not take."""
+    for candidate in FOREIGN_ARGUMENTS.get(name, ()):
+        if candidate in accepted:
+            return TypeError(f"{layer} has no argument {name!r}: did you mean "
+                             f"{candidate!r}?")
+    close = difflib.get_close_matches(name, accepted, n=1, cutoff=0.6)
+    if close:
+        return TypeError(f"{layer} has no argument {name!r}: did you mean {close[0]!r}?")
+    if not accepted:
+        return TypeError(f"{layer} takes no arguments, got {name!r}")
+    return TypeError(f"{layer} has no argument {name!r}; its arguments are "
+                     + ", ".join(accepted))
+
+
+def _checking_argument_names(init):
+    """Wrap a layer's ``__init__`` so that an unknown keyword gets an error naming what
+    airi calls it (see FOREIGN_ARGUMENTS) instead of Python's bare TypeError."""
+    signature = inspect.signature(init)
+    params = list(signature.parameters.values())[1:]          # without self
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return init                                           # takes any keyword
+    accepted = [p.name for p in params
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    known = frozenset(accepted)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        for name in kwargs:
+            if name not in known:
+                raise _unknown_argument_error(type(self).__name__, name, accepted)
+        init(self, *args, **kwargs)
+
+    __init__._airi_checks_names = True
+    return __init__
 
 
 def _positive_int(value, name, owner):
@@ -50,6 +141,12 @@ class Layer:
     """
 
     _cache_names = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_airi_checks_names", False):
+            cls.__init__ = _checking_argument_names(init)
 
     def __init__(self):
         self.params = {}
