@@ -30,7 +30,7 @@ __all__ = ["zhou", "softmax_classifier", "two_layer", "mlp", "lenet", "airi_cifa
 
 
 def _sequential(*layers):
-    from .model import Sequential
+    from .sequential import Sequential
     return Sequential(*layers)
 
 

@@ -365,7 +365,7 @@ def _write_json_atomic(obj, path):
     """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, with the
     permissions airi.save gives model files: the umask's for a new file, the old file's
     when replacing one (not mkstemp's owner-only 0600)."""
-    from .serialization import _copy_mode, _fsync_directory
+    from .serialization.fileformat import _copy_mode, _fsync_directory
     path = Path(path)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:

@@ -44,7 +44,7 @@ import warnings
 import numpy as np
 
 from . import _config
-from .model import call_forward
+from .sequential import call_forward
 
 __all__ = ["Trainer", "TrainingError", "Callback", "ModelCheckpoint", "EarlyStopping",
            "LocalContext"]
