@@ -141,8 +141,10 @@ class AiriBuildExt(build_ext):
             self._record(compiled=True)
 
     def _cythonize(self):
-        """.pyx -> .c for every extension, in parallel, with the shared support code."""
-        from Cython.Build import cythonize
+        """.pyx -> .c for every extension, in parallel, with the shared support code.
+        Skipped for an extension whose .c this Cython already generated from the same
+        inputs (a stamp in build/ keyed on contents: in pip's fresh build environment
+        every file of Cython has a new timestamp, so Cython's own check redoes it)."""
         has_pyx = [e for e in self.extensions
                    if any(s.endswith(".pyx") for s in e.sources)]
         if not has_pyx:
@@ -151,11 +153,28 @@ class AiriBuildExt(build_ext):
             for source in ext.sources:
                 if source.endswith(".pyx"):
                     self._generated[source[:-4] + ".c"] = source
-        shared = [Extension(SHARED_UTILITY, [SHARED_UTILITY.replace(".", "/") + ".c"])]
-        built = cythonize(has_pyx + shared, compiler_directives=CYTHON_DIRECTIVES,
-                          shared_utility_qualified_name=SHARED_UTILITY,
-                          nthreads=self.parallel if self.parallel > 1 else 0,
-                          quiet=not self.verbose)
+        shared = Extension(SHARED_UTILITY, [SHARED_UTILITY.replace(".", "/") + ".c"])
+        stale = [e for e in has_pyx + [shared] if self.force
+                 or _read(self._cython_stamp(e)) != self._cython_key(e)
+                 or not all(os.path.exists(c) for c in _c_files(e))]
+        if stale:
+            from Cython.Build import cythonize
+            stale_pyx = [e for e in stale if e is not shared]
+            built = cythonize(stale_pyx + [shared], compiler_directives=CYTHON_DIRECTIVES,
+                              shared_utility_qualified_name=SHARED_UTILITY,
+                              nthreads=self.parallel if self.parallel > 1 else 0,
+                              quiet=not self.verbose)
+            for ext in stale:
+                os.makedirs(self.build_temp, exist_ok=True)
+                with open(self._cython_stamp(ext), "w") as f:
+                    f.write(self._cython_key(ext))
+        else:
+            built = [shared]
+        for ext in has_pyx:
+            if ext not in stale:
+                print(f"airi: {ext.name}: its .c is up to date (same .pyx and Cython)")
+                ext.sources = _c_files(ext)
+                built.append(ext)
         others = [e for e in self.extensions if e not in has_pyx]
         for ext in built:  # what setuptools' finalize_options sets on each extension
             ext._full_name = self.get_ext_fullname(ext.name)
@@ -163,6 +182,23 @@ class AiriBuildExt(build_ext):
             ext._links_to_dynamic = ext._needs_stub = False
         self.extensions[:] = built + others
         self.distribution.ext_modules = self.extensions
+
+    def _cython_stamp(self, ext):
+        return os.path.join(self.build_temp, ext.name + ".cython-key")
+
+    def _cython_key(self, ext):
+        """Hash of what Cython makes ``ext``'s .c from (not the .c's timestamps)."""
+        h = hashlib.sha256()
+        for part in (_version_of("Cython"), repr(sorted(CYTHON_DIRECTIVES.items())),
+                     SHARED_UTILITY, ext.name):
+            h.update(part.encode() + b"\0")
+        for path in sorted(ext.sources) + _cython_inputs():
+            if path.endswith(".c"):
+                continue            # (the shared module's .c: made by Cython alone)
+            h.update(path.encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+        return h.hexdigest()
 
     def build_extensions(self):
         self._configure_flags()
@@ -229,10 +265,7 @@ class AiriBuildExt(build_ext):
                      repr(ext.define_macros), _version_of("numpy"), _version_of("Cython"),
                      repr(sorted(CYTHON_DIRECTIVES.items())), SHARED_UTILITY):
             h.update(part.encode() + b"\0")
-        # (Cython's inputs beside the .pyx: any .pxd or header of airi/_ext)
-        cython_inputs = sorted(glob.glob(os.path.join("airi", "_ext", "**", "*.pxd"),
-                                         recursive=True))
-        for source in sorted(ext.sources) + sorted(set(ext.depends) | set(cython_inputs)):
+        for source in sorted(ext.sources) + sorted(set(ext.depends) | set(_cython_inputs())):
             path = self._generated.get(source, source)
             if ext.name == SHARED_UTILITY and source.endswith(".c"):
                 continue    # generated from Cython alone (its version is in the key)
@@ -343,6 +376,19 @@ def _file_bytes(path):
 
 def _source_bytes(ext):
     return sum(_file_bytes(s) for s in ext.sources)
+
+
+def _c_files(ext):
+    """The sources of ``ext`` as compiled: each .pyx replaced by the .c Cython writes."""
+    return [s[:-4] + ".c" if s.endswith(".pyx") else s for s in ext.sources]
+
+
+def _cython_inputs():
+    """Files Cython may read beside a .pyx: any .pxd or C header under airi/_ext."""
+    found = set()
+    for pattern in ("*.pxd", "*.h"):
+        found.update(glob.glob(os.path.join("airi", "_ext", "**", pattern), recursive=True))
+    return sorted(found)
 
 
 def _version_of(module):

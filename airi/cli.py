@@ -411,6 +411,14 @@ def _write_plots(out, history, model, say):
         say(f"--plots skipped: {type(exc).__name__}: {exc}")
 
 
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plots needs matplotlib, which is not installed: "
+                         "pip install 'airi[plot]' (or leave out --plots)") from None
+
+
 # ------------------------------------------------------------------ main
 def _one_line(exc):
     return " ".join(str(exc).split()) or type(exc).__name__
@@ -454,6 +462,8 @@ def _setup(args):
                              f"{PROG}")
         saved_settings = extra["settings"]
     s = _resolve_settings(args, saved_settings)
+    if args.plots:   # noticed now, not after the whole run
+        _require_matplotlib()
 
     try:
         if args.backend is not None:
@@ -522,6 +532,31 @@ def _setup(args):
                 normalization=normalization, n_train=len(train[0]), resumed=resume_path)
 
 
+def _interrupted_metrics(run, history):
+    """metrics.json of a run stopped by Ctrl-C: says so, where, and how to continue;
+    no test scores (the run is not finished). --resume overwrites it."""
+    import airi
+    trainer, s = run["trainer"], run["settings"]
+    checkpoint = run["out"] / "checkpoint.pkl"
+    return {
+        "status": "interrupted",
+        "interrupted": trainer.stop_message,
+        "resume": f"{prog_name()} --resume {checkpoint}",
+        "test_accuracy": None,
+        "test_loss": None,
+        "epochs": len(history),
+        "best_epoch": run["callbacks"][0].best_epoch,
+        "backend": airi.backend(),
+        "world_size": int(run["parallel"].world_size),
+        "dataset": s["dataset"],
+        "model": s["model"],
+        "settings": s,
+        "normalization": run["normalization"],
+        "airi_version": airi.__version__,
+        "history": history,
+    }
+
+
 def _main(argv):
     import airi
     from .serialization import load
@@ -549,9 +584,10 @@ def _main(argv):
         + (f" x {parallel.world_size} processes (MPI)" if parallel.world_size > 1 else "")
         + f" | output {out}")
     if run["resumed"] is not None:
-        say(f"Resuming {run['resumed']} after epoch {trainer.epoch}")
+        say(f"Resuming {run['resumed']} {trainer.position(run['loader'])}")
 
     checkpoint = out / "checkpoint.pkl"
+    trainer.resume_hint = f"; continue with: {prog_name()} --resume {checkpoint}"
     try:
         history = trainer.fit(run["loader"], s["epochs"], val=run["val"],
                               callbacks=run["callbacks"], checkpoint_path=checkpoint)
@@ -561,8 +597,10 @@ def _main(argv):
         # Under mpiexec the message names the rank and every rank is stopped.
         return distributed.fail(f"{prog_name()}: error: {_one_line(exc)}{kept}", 1)
     if trainer.stop_reason == "interrupted":
-        say(f"Interrupted: checkpoint saved to {checkpoint}; continue with: "
-            f"python -m airi.train --resume {checkpoint}", always=True)
+        if args.quiet and main_rank:   # (otherwise fit printed it: one message)
+            print(trainer.stop_message + trainer.resume_hint, flush=True)
+        if main_rank:
+            _write_json_atomic(_interrupted_metrics(run, history), out / "metrics.json")
         return 130
 
     best_path = out / "model.pkl"
@@ -576,6 +614,7 @@ def _main(argv):
     train_seconds, ips = _throughput(history, run["n_train"])
     best_cb = run["callbacks"][0]
     metrics = {
+        "status": trainer.stop_reason,   # "completed" or "early_stopping"
         "test_accuracy": scores["accuracy"],
         "test_loss": scores["loss"],
         "epochs": len(history),

@@ -31,15 +31,23 @@ def _as_array(a, name):
     return a
 
 
+def _is_map_style_dataset(obj):
+    return hasattr(obj, "__len__") and hasattr(obj, "__getitem__")
+
+
 class DataLoader:
     """Iterate over ``(X, y)`` in mini-batches ``(xb, yb)``.
 
     Parameters
     ----------
-    X : ndarray, shape (N, ...)
+    X : ndarray, shape (N, ...), or a map-style dataset
         Inputs, for example images (N, C, H, W). Kept as given (no copy, no cast).
-    y : ndarray, shape (N,) or (N, ...)
-        Targets, one per sample.
+        Or, with ``y`` left out, a dataset as in PyTorch: any object with ``__len__``
+        and ``__getitem__(i)`` returning a pair ``(x, y)`` for one sample (a list of
+        pairs works too). Each batch then stacks its samples' ``x`` into ``xb`` and
+        their ``y`` into ``yb`` (``np.stack``), so all samples need the same shape.
+    y : ndarray, shape (N,) or (N, ...), optional
+        Targets, one per sample (leave out when ``X`` is a dataset).
     batch_size : int
         Samples per (global) batch. The last batch may be smaller unless ``drop_last``.
     shuffle : bool
@@ -66,7 +74,9 @@ class DataLoader:
     Attributes
     ----------
     X, y : ndarray
-        The data (``len(loader.X)`` is the number of samples).
+        The data (``len(loader.X)`` is the number of samples); only with arrays.
+    dataset : object or None
+        The map-style dataset (None with arrays).
     dataset_size : int
         Number of samples N.
     epoch : int
@@ -86,18 +96,22 @@ class DataLoader:
     >>> loader = DataLoader(X_train, y_train, batch_size=64, seed=0)
     >>> for xb, yb in loader:      # xb: (64, 1, 28, 28), yb: (64,)
     ...     ...
+    >>> loader = DataLoader(my_dataset, batch_size=64)   # my_dataset[i] -> (x, y)
     """
 
-    def __init__(self, X, y, batch_size, shuffle=True, drop_last=False, seed=None,
-                 transform=None, rank=0, world_size=1):
-        X = _as_array(X, "X")
-        y = _as_array(y, "y")
-        if len(X) != len(y):
-            raise ValueError(f"DataLoader: X and y must hold the same number of samples, "
-                             f"got X of shape {tuple(X.shape)} and y of shape "
-                             f"{tuple(y.shape)}")
-        if len(X) == 0:
-            raise ValueError("DataLoader: X and y are empty (need at least one sample)")
+    def __init__(self, X, y=None, batch_size=None, shuffle=True, drop_last=False,
+                 seed=None, transform=None, rank=0, world_size=1):
+        self.dataset = None
+        if y is None or (batch_size is None and isinstance(y, (int, np.integer))
+                         and not isinstance(y, bool) and _is_map_style_dataset(X)
+                         and not hasattr(X, "shape")):
+            if y is not None:             # DataLoader(dataset, 64), as in PyTorch
+                y, batch_size = None, y
+            self._init_dataset(X)
+        else:
+            self._init_arrays(X, y)
+        if batch_size is None:
+            raise ValueError("DataLoader: batch_size is required (e.g. batch_size=64)")
         self.batch_size = positive_int(batch_size, "batch_size", "DataLoader")
         self.world_size = positive_int(world_size, "world_size", "DataLoader")
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) \
@@ -110,9 +124,6 @@ class DataLoader:
         if seed is not None and (isinstance(seed, bool)
                                  or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"DataLoader: seed must be an int or None, got {seed!r}")
-        self.X = X
-        self.y = y
-        self.dataset_size = len(X)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.seed = None if seed is None else int(seed)
@@ -123,6 +134,53 @@ class DataLoader:
         self._order = None      # the current epoch's order (None when between epochs)
         self._position = 0      # batches of the current epoch handed out so far
         self._resume = False    # True after load_state_dict of a mid-epoch state
+
+    def _init_dataset(self, dataset):
+        if hasattr(dataset, "shape") or not _is_map_style_dataset(dataset):
+            raise ValueError(
+                "DataLoader: pass arrays X and y, or a map-style dataset (an object with "
+                "__len__ and __getitem__(i) returning (x, y)) without y; got "
+                f"{type(dataset).__name__}" + (" and no y" if hasattr(dataset, "shape")
+                                               else ""))
+        if len(dataset) == 0:
+            raise ValueError("DataLoader: the dataset is empty (need at least one sample)")
+        self.dataset = dataset
+        self.dataset_size = len(dataset)
+
+    def _init_arrays(self, X, y):
+        X = _as_array(X, "X")
+        y = _as_array(y, "y")
+        if len(X) != len(y):
+            raise ValueError(f"DataLoader: X and y must hold the same number of samples, "
+                             f"got X of shape {tuple(X.shape)} and y of shape "
+                             f"{tuple(y.shape)}")
+        if len(X) == 0:
+            raise ValueError("DataLoader: X and y are empty (need at least one sample)")
+        self.X = X
+        self.y = y
+        self.dataset_size = len(X)
+
+    def _collate(self, idx):
+        """The batch of dataset samples ``idx``: (stacked x, stacked y)."""
+        xs, ys = [], []
+        for i in idx:
+            i = int(i)
+            item = self.dataset[i]
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise ValueError(f"DataLoader: dataset[{i}] must return a pair (x, y), got "
+                                 f"{type(item).__name__}"
+                                 + (f" of length {len(item)}"
+                                    if isinstance(item, (tuple, list)) else ""))
+            xs.append(np.asarray(item[0]))
+            ys.append(np.asarray(item[1]))
+        for name, values in (("x", xs), ("y", ys)):
+            for i, v in zip(idx, values):
+                if v.shape != values[0].shape:
+                    raise ValueError(
+                        f"DataLoader: the samples of a batch must share one shape, but "
+                        f"dataset[{int(idx[0])}] has {name} of shape {values[0].shape} and "
+                        f"dataset[{int(i)}] of shape {v.shape}")
+        return np.stack(xs), np.stack(ys)
 
     # --- sizes -----------------------------------------------------------------------
     def __len__(self):
@@ -196,7 +254,10 @@ class DataLoader:
             # resumes with the next one. Only the newest iteration updates the loader.
             if self._order is order:
                 self._position = position
-            xb, yb = self.X[idx], self.y[idx]
+            if self.dataset is not None:
+                xb, yb = self._collate(idx)
+            else:
+                xb, yb = self.X[idx], self.y[idx]
             if self.transform is not None:
                 xb = self.transform(xb)
             yield xb, yb

@@ -69,7 +69,9 @@ class TrainingError(FloatingPointError):
 # ------------------------------------------------------------------ helpers
 class _SigintFlag:
     """During ``fit``, turn the first Ctrl-C into a request to stop after the current
-    batch (a second Ctrl-C interrupts at once). The previous handler comes back on exit."""
+    batch (a second Ctrl-C interrupts at once). The previous handler comes back on exit.
+    Nothing is printed here: ``fit`` says once, when it has stopped, where it stopped
+    and what it saved (``Trainer.stop_message``)."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -85,8 +87,6 @@ class _SigintFlag:
         if self.trainer._stop_requested:
             raise KeyboardInterrupt
         self.trainer._stop_requested = True
-        print("\nInterrupted: stopping at the end of the current batch "
-              "(press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -231,6 +231,8 @@ class Trainer:
         self._callbacks = []
         self._pending = None      # state read by load_checkpoint, applied by fit
         self._partial = None      # progress inside an interrupted epoch
+        self.stop_message = None  # set when Ctrl-C stopped fit: where, and what was saved
+        self.resume_hint = ""     # appended to that message (the CLI's --resume command)
 
     @property
     def scheduler(self):
@@ -454,8 +456,7 @@ class Trainer:
                     self._save_resumable()
                     if self.parallel.should_stop(self._stop_requested):
                         self.stop_reason = "interrupted"
-                        self._log(f"Stopped by Ctrl-C after epoch {self.epoch}"
-                                  + self._saved_note())
+                        self._announce_stop()
                         break
                 if self.stop_training and self.stop_reason == "completed":
                     self.stop_reason = "early_stopping"
@@ -552,13 +553,26 @@ class Trainer:
                          "epoch_start_loader": loader_state, "rng": _config.get_rng_state(),
                          "loader": self._loader_state(self._train_loader)}
         self._save_resumable()
-        self._log(f"Stopped by Ctrl-C in epoch {epoch} after batch {index}"
-                  + self._saved_note())
+        self._announce_stop()
 
-    def _saved_note(self):
-        if self.checkpoint_path is None:
-            return " (no checkpoint_path given: nothing saved)"
-        return f"; checkpoint saved to {self.checkpoint_path}"
+    def position(self, loader=None):
+        """Where training stands, in the words every message uses: "after epoch 9", or
+        "in epoch 10 after batch 23 of 57" inside an interrupted epoch (the batch count
+        from ``loader``, else the loader of the last ``fit``)."""
+        if self._partial is None:
+            return f"after epoch {self.epoch}"
+        loader = self._train_loader if loader is None else loader
+        total = len(loader) if hasattr(loader, "__len__") else None
+        of = f" of {total}" if total else ""
+        return f"in epoch {self.epoch + 1} after batch {self._partial['batch']}{of}"
+
+    def _announce_stop(self):
+        """The one message of a Ctrl-C: where training stopped, what was saved."""
+        saved = (f"; checkpoint saved to {self.checkpoint_path}"
+                 if self.checkpoint_path is not None
+                 else " (no checkpoint_path given: nothing saved)")
+        self.stop_message = f"Interrupted (Ctrl-C) {self.position()}{saved}"
+        self._log(self.stop_message + self.resume_hint)
 
     def _nan_error(self, loss, epoch, index, total):
         of = f"/{total}" if total else ""

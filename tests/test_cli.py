@@ -231,6 +231,9 @@ def test_plots_note_that_filters_are_skipped_without_a_conv_layer(tmp_path, caps
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    """One SIGINT: exit 130, ONE message saying where training stopped (the words the
+    resumed run uses too), a checkpoint, and a metrics.json stating the interruption."""
+    import re
     import signal
     out = tmp_path / "run"
     path = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
@@ -249,9 +252,41 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         proc.kill()
     assert proc.returncode == 130
     assert "Traceback" not in stdout + stderr
-    assert "checkpoint saved to" in stdout and "--resume" in stdout
-    saved = airi.load(out / "checkpoint.pkl")
+    said = [line for line in (stdout + stderr).splitlines() if "nterrupt" in line]
+    assert len(said) == 1, said
+    where = re.fullmatch(r"Interrupted \(Ctrl-C\) (after epoch \d+|in epoch \d+ after "
+                         r"batch \d+ of \d+); checkpoint saved to (.+); continue with: "
+                         r"python -m airi.train --resume (.+)", said[0])
+    assert where, said[0]
+    checkpoint = out / "checkpoint.pkl"
+    assert where.group(2) == where.group(3) == str(checkpoint)
+    saved = airi.load(checkpoint)
     assert 1 <= saved["epoch"] < 200
+    metrics = read_metrics(out)
+    assert metrics["status"] == "interrupted" and metrics["test_accuracy"] is None
+    assert metrics["interrupted"] in said[0] and str(checkpoint) in metrics["resume"]
+    assert metrics["epochs"] == len(metrics["history"]) == saved["epoch"]
+
+    resumed = run_cli("--resume", str(checkpoint), "--epochs", str(saved["epoch"] + 1))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resuming {checkpoint} {where.group(1)}" in resumed.stdout
+    assert read_metrics(out)["status"] == "completed"
+
+
+def test_plots_without_matplotlib_is_a_usage_error_before_training(tmp_path):
+    """--plots is checked at start: exit 2, the install hint once, nothing trained."""
+    out = tmp_path / "run"
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from airi.cli import main\n"
+            f"sys.exit(main(['--plots', '--out', {str(out)!r}, '--epochs', '1']))")
+    path = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT, env=dict(os.environ, PYTHONPATH=path))
+    assert result.returncode == 2
+    assert result.stdout == ""                              # no training started
+    assert result.stderr.count("pip install 'airi[plot]'") == 1
+    assert "--plots needs matplotlib" in result.stderr
+    assert not (out / "metrics.json").exists()
 
 
 def write_small_cifar(root, per_batch=6):
