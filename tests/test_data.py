@@ -368,3 +368,86 @@ def test_loader_with_augmentation_is_reproducible():
     second = [xb for xb, _ in loader]
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     assert first[0].dtype == np.float32 and first[0].shape == (8, 1, 8, 8)
+
+
+# ------------------------------------------------------- map-style datasets (PyTorch)
+class SquaresDataset:
+    """A map-style dataset as PyTorch users write one: __len__ and __getitem__ -> (x, y)."""
+
+    def __init__(self, n=10):
+        self.n = n
+        self.requested = []
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        self.requested.append(i)
+        image = np.full((1, 2, 2), float(i), dtype=np.float32)
+        return image, i % 3
+
+
+def test_dataloader_accepts_a_map_style_dataset():
+    dataset = SquaresDataset(10)
+    loader = DataLoader(dataset, batch_size=4, shuffle=False)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 3
+    xb, yb = batches[0]
+    assert xb.shape == (4, 1, 2, 2) and xb.dtype == np.float32
+    np.testing.assert_array_equal(xb[:, 0, 0, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(yb, [0, 1, 2, 0])
+    assert batches[-1][0].shape == (2, 1, 2, 2)
+    assert all(type(i) is int for i in dataset.requested)   # plain ints, as in PyTorch
+
+
+def test_dataset_loader_shuffles_covers_every_sample_and_applies_the_transform():
+    airi.seed(0)
+    dataset = SquaresDataset(10)
+    loader = DataLoader(dataset, batch_size=3, transform=lambda x: x * 10)
+    seen = []
+    for xb, yb in loader:
+        values = xb[:, 0, 0, 0] / 10                        # the transform ran
+        np.testing.assert_array_equal(yb, values.astype(int) % 3)   # pairs stay paired
+        seen.extend(values.astype(int).tolist())
+    assert sorted(seen) == list(range(10)) and seen != list(range(10))   # shuffled
+    second = [int(v) for xb, _ in loader for v in xb[:, 0, 0, 0] / 10]
+    assert sorted(second) == list(range(10)) and second != seen    # a new order
+
+
+def test_dataset_loader_positional_batch_size_and_a_list_of_pairs():
+    pairs = [(np.zeros(3, np.float32) + i, i) for i in range(5)]
+    loader = DataLoader(pairs, 2, shuffle=False)             # DataLoader(dataset, 2)
+    assert loader.batch_size == 2 and len(loader) == 3
+    xb, yb = next(iter(loader))
+    assert xb.shape == (2, 3) and list(yb) == [0, 1]
+
+
+def test_dataset_loader_trains_with_the_trainer():
+    airi.seed(0)
+    X = np.random.rand(40, 4).astype(np.float32)
+    y = (X.sum(axis=1) > 2).astype(np.int64)
+    dataset = [(X[i], y[i]) for i in range(40)]
+    model = airi.Sequential([airi.Linear(4, 2)])
+    trainer = airi.Trainer(model, airi.CrossEntropyLoss(),
+                           airi.optim.SGD(model.parameters(), lr=0.1), verbose=False)
+    history = trainer.fit(DataLoader(dataset, batch_size=8), epochs=2)
+    assert len(history) == 2 and np.isfinite(history[-1]["train_loss"])
+
+
+@pytest.mark.parametrize("dataset, message", [
+    ([], "the dataset is empty"),
+    ([(1, 2, 3)], r"dataset\[0\] must return a pair \(x, y\), got tuple of length 3"),
+    ([(np.zeros(2), 0), (np.zeros(3), 1)], r"share one shape.*\(2,\).*\(3,\)"),
+])
+def test_bad_datasets_are_one_clear_error(dataset, message):
+    with pytest.raises(ValueError, match=message):
+        list(DataLoader(dataset, batch_size=2, shuffle=False))
+
+
+def test_arrays_without_labels_or_batch_size_are_errors():
+    with pytest.raises(ValueError, match="map-style dataset.*got ndarray and no y"):
+        DataLoader(np.zeros((4, 2)), batch_size=2)
+    with pytest.raises(ValueError, match="batch_size is required"):
+        DataLoader(np.zeros((4, 2)), np.zeros(4))
+    with pytest.raises(ValueError, match="map-style dataset"):
+        DataLoader(5, batch_size=2)
