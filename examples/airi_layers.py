@@ -143,7 +143,8 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plots", metavar="DIR",
-                        help="write DIR/optimizers.png (loss curves) and DIR/curves.png "
+                        help="write DIR/airi_layers_optimizers.png (loss curves) and "
+                             "DIR/airi_layers_curves.png "
                              "(the Trainer run's history); needs the plot extra")
     args = parser.parse_args(argv)
     if args.plots:
@@ -220,11 +221,12 @@ def main(argv=None):
         steps_per_epoch = max(1, len(table["Adam"]["losses"]) // args.epochs)
         path = airi.viz.plot_loss_curves(
             {name: row["losses"] for name, row in table.items()},
-            f"{args.plots}/optimizers.png",
+            f"{args.plots}/airi_layers_optimizers.png",
             title="the seed's optimizers on the two-layer net",
             xlabel="step (batch)", smooth=max(1, steps_per_epoch // 4))
         print(f"wrote {path}")
-        path = airi.viz.plot_history(histories["Two-layer net"], f"{args.plots}/curves.png",
+        path = airi.viz.plot_history(histories["Two-layer net"],
+                                     f"{args.plots}/airi_layers_curves.png",
                                      title="two-layer net, Trainer + Adam")
         print(f"wrote {path}")
     return result

@@ -19,12 +19,14 @@ and trains it with ``Trainer`` + ``Adam``, a ``ModelCheckpoint`` on ``val_loss``
 ``EarlyStopping``, then reloads the best model file with ``airi.load``.
 
 Data: CIFAR-10 from ``--data-dir`` (the folder holding ``cifar-10-batches-py/`` or
-``cifar-10-python.tar.gz``; fetch it once with ``--download``). Without it, the example
-says so and runs on a small synthetic stand-in of the same shape (N, 3, 32, 32), ten
-classes of coloured stripe patterns, so that everything can be tried offline in
-seconds; its accuracies are not CIFAR-10 results.
+``cifar-10-python.tar.gz``; fetch it once with ``--download``); data that cannot be
+read, or a download that fails, is an error. With ``--synthetic`` instead, it runs on a
+small synthetic stand-in of the same shape (N, 3, 32, 32), ten classes of coloured
+stripe patterns, so that everything can be tried offline in seconds; its accuracies are
+not CIFAR-10 results.
 
-Run:  python examples/cifar10_convnet.py [--data-dir DIR] [--quick] [--plots DIR]
+Run:  python examples/cifar10_convnet.py (--data-dir DIR [--download] | --synthetic)
+          [--quick] [--plots DIR]
 """
 import argparse
 import sys
@@ -123,20 +125,19 @@ def load_data(data_dir, download, sizes, seed):
     if data_dir is not None:
         try:
             (X, y), (X_test, y_test) = load_cifar10(data_dir, download=download)
-        except DatasetError as error:
-            print(f"CIFAR-10 could not be read from {data_dir!r}: {error}")
-        else:
-            order = np.random.default_rng(seed).permutation(len(X))
-            n_val = min(n_val, len(X) // 5)
-            val, train = order[:n_val], order[n_val:n_val + n_train]
-            return ((X[train], y[train]), (X[val], y[val]),
-                    (X_test[:n_test], y_test[:n_test]), CIFAR10_CLASSES,
-                    f"CIFAR-10 from {data_dir}")
-    where = "no --data-dir given" if data_dir is None else f"not found in {data_dir!r}"
-    print(f"NOTE: CIFAR-10 {where}. Running on a small SYNTHETIC STAND-IN of the same "
-          "shape (N, 3, 32, 32): 10 classes of coloured stripe patterns. Its accuracy is "
-          "not a CIFAR-10 result; pass --data-dir DIR (and --download once) for the real "
-          "data.")
+        except DatasetError as error:   # includes a failed download: an error, exit 1
+            what = "downloaded into" if download else "read from"
+            raise SystemExit(f"cifar10_convnet: error: CIFAR-10 could not be {what} "
+                             f"{data_dir!r}: {error}") from None
+        order = np.random.default_rng(seed).permutation(len(X))
+        n_val = min(n_val, len(X) // 5)
+        val, train = order[:n_val], order[n_val:n_val + n_train]
+        return ((X[train], y[train]), (X[val], y[val]),
+                (X_test[:n_test], y_test[:n_test]), CIFAR10_CLASSES,
+                f"CIFAR-10 from {data_dir}")
+    print("NOTE: --synthetic: running on a small SYNTHETIC STAND-IN of CIFAR-10's shape "
+          "(N, 3, 32, 32): 10 classes of coloured stripe patterns. Its accuracy is not a "
+          "CIFAR-10 result; pass --data-dir DIR (and --download once) for the real data.")
     X, y = make_standin(n_train + n_val + n_test, seed)
     train, val, test = slice(0, n_train), slice(n_train, n_train + n_val), \
         slice(n_train + n_val, None)
@@ -146,8 +147,12 @@ def load_data(data_dir, download, sizes, seed):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", help="folder with cifar-10-batches-py/ or "
-                        "cifar-10-python.tar.gz (default: run on the synthetic stand-in)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="folder with cifar-10-batches-py/ or "
+                        "cifar-10-python.tar.gz")
+    source.add_argument("--synthetic", action="store_true",
+                        help="run on a small synthetic stand-in of CIFAR-10's shape "
+                             "(offline, seconds; not a CIFAR-10 result)")
     parser.add_argument("--download", action="store_true",
                         help="download CIFAR-10 (163 MB) into --data-dir if it is missing")
     parser.add_argument("--quick", action="store_true",
@@ -166,9 +171,12 @@ def parse_args(argv):
     parser.add_argument("--out", default="runs/cifar10_convnet",
                         help="folder for the best model file, best.pkl")
     parser.add_argument("--plots", metavar="DIR",
-                        help="write DIR/activations.png (seed 003's picture), "
-                             "DIR/curves.png and DIR/filters.png (needs the plot extra)")
+                        help="write DIR/cifar10_convnet_activations.png (seed 003's picture), "
+                             "DIR/cifar10_convnet_curves.png and DIR/cifar10_convnet_filters.png "
+                             "(needs the plot extra)")
     args = parser.parse_args(argv)
+    if args.download and args.data_dir is None:
+        parser.error("--download needs --data-dir DIR (where to put CIFAR-10)")
     if args.plots:
         try:
             airi.viz.check_matplotlib()      # fail now, not after training
@@ -238,13 +246,14 @@ def main(argv=None):
         relu_and_pools = [i for i, layer in enumerate(best)
                           if isinstance(layer, (Relu, MaxPool2D, AvgPool2D)) and i < 6]
         for path in (airi.viz.plot_feature_maps(best, image,
-                                                f"{args.plots}/activations.png",
+                                                f"{args.plots}/cifar10_convnet_activations.png",
                                                 layers=relu_and_pools,
                                                 title=f"activations for one test image "
                                                       f"({label})"),
-                     airi.viz.plot_history(history, f"{args.plots}/curves.png",
+                     airi.viz.plot_history(history, f"{args.plots}/cifar10_convnet_curves.png",
                                            title=f"convnet on the {source}"),
-                     airi.viz.plot_filters(best[0], f"{args.plots}/filters.png")):
+                     airi.viz.plot_filters(best[0],
+                                           f"{args.plots}/cifar10_convnet_filters.png")):
             print(f"wrote {path}")
     return {"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
             "source": source, "epochs_run": len(history),

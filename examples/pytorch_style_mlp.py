@@ -70,7 +70,8 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plots", metavar="DIR",
-                        help="write DIR/class_probabilities.png, one digit and its class "
+                        help="write DIR/pytorch_style_mlp_class_probabilities.png, one digit "
+                             "and its class "
                              "probabilities (needs the plot extra)")
     args = parser.parse_args(argv)
     if args.plots:
@@ -165,8 +166,8 @@ def main(argv=None):
     print(f"\nDigit {y_test[1]}: predicted {int(np.argmax(ps))} with probability "
           f"{ps.max():.3f}")
     if args.plots:
-        path = airi.viz.plot_class_probabilities(img.reshape(28, 28), ps,
-                                                 f"{args.plots}/class_probabilities.png")
+        path = airi.viz.plot_class_probabilities(
+            img.reshape(28, 28), ps, f"{args.plots}/pytorch_style_mlp_class_probabilities.png")
         print(f"wrote {path}")
     return {"test_accuracy": test_accuracy, "epoch_losses": epoch_losses,
             "probabilities": ps[0]}

@@ -98,7 +98,7 @@ def parse_args(argv):
     parser.add_argument("--lr", type=float, default=0.005, help="SGD learning rate")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and shuffling")
     parser.add_argument("--plots", metavar="DIR",
-                        help="write DIR/zhou_filters.png, the 8 learned 3x3 filters "
+                        help="write DIR/zhou_mnist_filters.png, the 8 learned 3x3 filters "
                              "(needs the plot extra)")
     args = parser.parse_args(argv)
     if args.plots:
@@ -148,7 +148,7 @@ def main(argv=None):
     print(f"{steps} training steps in {seconds:.1f}s ({steps / seconds:,.0f} images/s)")
 
     if args.plots:
-        path = airi.viz.plot_filters(layers[0], f"{args.plots}/zhou_filters.png",
+        path = airi.viz.plot_filters(layers[0], f"{args.plots}/zhou_mnist_filters.png",
                                      title="the 8 learned 3x3 filters")
         print(f"wrote {path}")
     return {"test_accuracy": test_accuracy, "test_loss": test_loss, "steps": steps,

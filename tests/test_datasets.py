@@ -508,6 +508,11 @@ def test_mnist_download_404_leaves_nothing(http_server, tmp_path):
         datasets.load_mnist(root, download=True, mirrors=[url])
     assert isinstance(info.value, DatasetError)
     assert os.listdir(root) == []
+    # the message names every file MNIST needs, not only the first that failed
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        assert str(info.value).count(name) >= 2      # needed (with md5) and missing
+    assert str(root.resolve()) in str(info.value)
 
 
 def test_download_unreachable_server(tmp_path):

@@ -52,7 +52,7 @@ def test_zhou_mnist_trains_sample_by_sample(tmp_path, capsys):
     assert out.count("Past 100 steps") == 10
     assert "Test Accuracy" in out
     assert result["test_accuracy"] > 0.5               # chance is 0.1
-    assert_pngs(tmp_path, "zhou_filters.png")
+    assert_pngs(tmp_path, "zhou_mnist_filters.png")
 
 
 # ------------------------------------------------------------- seed 001: the Airi layers
@@ -68,7 +68,7 @@ def test_airi_layers_seed_loop_trainer_and_optimizers(tmp_path, capsys):
         assert name in out
         assert row["accuracy"] > 0.5, (name, row)
         assert np.isfinite(row["train_loss"])
-    assert_pngs(tmp_path, "optimizers.png", "curves.png")
+    assert_pngs(tmp_path, "airi_layers_optimizers.png", "airi_layers_curves.png")
 
 
 # ---------------------------------------------------------- seed 002: linear regression
@@ -92,7 +92,8 @@ def test_linear_regression_runs_as_a_script():
 
 # ------------------------------------------------------------- seed 003: CIFAR convnet
 def test_cifar10_convnet_on_the_synthetic_stand_in(tmp_path, capsys):
-    result = run_example("cifar10_convnet", tmp_path, "--out", str(tmp_path / "run"))
+    result = run_example("cifar10_convnet", tmp_path, "--synthetic",
+                         "--out", str(tmp_path / "run"))
     out = capsys.readouterr().out
     assert "SYNTHETIC STAND-IN" in out                 # says clearly what it runs on
     assert result["source"] == "synthetic stand-in"
@@ -100,7 +101,8 @@ def test_cifar10_convnet_on_the_synthetic_stand_in(tmp_path, capsys):
     assert Path(result["model_path"]).is_file()        # the best checkpoint
     assert "reloading optimal weights" in out
     assert 1 <= result["best_epoch"] <= result["epochs_run"]
-    assert_pngs(tmp_path, "activations.png", "curves.png", "filters.png")
+    assert_pngs(tmp_path, "cifar10_convnet_activations.png", "cifar10_convnet_curves.png",
+                "cifar10_convnet_filters.png")
 
 
 def write_tiny_cifar(root, per_batch=20):
@@ -113,6 +115,38 @@ def write_tiny_cifar(root, per_batch=20):
                  "labels": [int(v) for v in np.arange(per_batch) % 10]}
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
+
+
+def test_cifar10_convnet_needs_data_or_the_synthetic_flag(capsys):
+    module = load_example("cifar10_convnet")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--quick"])                   # no silent switch to synthetic data
+    assert exit_info.value.code == 2
+    assert "--data-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--quick", "--synthetic", "--download"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_cifar10_convnet_missing_data_or_failed_download_is_an_error(tmp_path, monkeypatch,
+                                                                     download):
+    """A requested download that fails (or data that is not there) ends the run with
+    an error, not with a run on other data."""
+    from airi.datasets import DownloadError
+    module = load_example("cifar10_convnet")
+    if download:   # no network in tests: the download fails as it would offline
+        def failing_load(root, download=False):
+            raise DownloadError("could not download 'cifar-10-python.tar.gz': offline")
+        monkeypatch.setattr(module, "load_cifar10", failing_load)
+    argv = ["--quick", "--data-dir", str(tmp_path / "nothing-here"),
+            "--out", str(tmp_path / "run")] + (["--download"] if download else [])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("cifar10_convnet: error: CIFAR-10 could not be")
+    assert ("offline" in message) == download
+    assert not (tmp_path / "run").exists()          # nothing trained
 
 
 def test_cifar10_convnet_reads_cifar_from_data_dir(tmp_path, capsys):
@@ -137,7 +171,7 @@ def test_pytorch_style_mlp(tmp_path, capsys):
     assert losses[-1] < losses[0]
     assert result["test_accuracy"] > 0.5               # chance is 0.1
     np.testing.assert_allclose(result["probabilities"].sum(), 1.0, rtol=1e-5)
-    assert_pngs(tmp_path, "class_probabilities.png")
+    assert_pngs(tmp_path, "pytorch_style_mlp_class_probabilities.png")
 
 
 @pytest.mark.parametrize("name", ["zhou_mnist", "airi_layers", "linear_regression",

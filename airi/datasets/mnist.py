@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._download import download_file
-from ._errors import DatasetError, DatasetNotFoundError
+from ._errors import DatasetError, DatasetNotFoundError, DownloadError
 
 __all__ = ["load_mnist_subset", "load_mnist", "download_mnist", "stratified_split",
            "MNIST_MIRRORS", "MNIST_MD5"]
@@ -246,7 +246,23 @@ def download_mnist(root, mirrors=None, show_progress=None):
     for name in IDX_FILES:
         if _find_idx_file(root, name) is None:
             gz_name = name + ".gz"
-            download_file(gz_name, mirrors, root, MNIST_MD5[gz_name], "md5", show_progress)
+            try:
+                download_file(gz_name, mirrors, root, MNIST_MD5[gz_name], "md5",
+                              show_progress)
+            except DownloadError as error:
+                raise DownloadError(_all_files_message(root, mirrors, error)) from None
+
+
+def _all_files_message(root, mirrors, error):
+    """A failed download's message, followed by every file MNIST needs (not just the
+    one that failed), those still missing, and where to put them."""
+    missing = [n + ".gz" for n in IDX_FILES if _find_idx_file(root, n) is None]
+    base = (mirrors[0] if isinstance(mirrors, (list, tuple)) and mirrors
+            else mirrors if isinstance(mirrors, str) else MNIST_MIRRORS[0])
+    needed = "\n  ".join(f"{n + '.gz'}  (md5 {MNIST_MD5[n + '.gz']})" for n in IDX_FILES)
+    return (f"{error}\nMNIST needs all four files (gzipped or not):\n  {needed}\n"
+            f"Still missing: {', '.join(missing)}. Download them by hand from {base} and "
+            f"put them in {str(root.resolve())!r}.")
 
 
 def load_mnist(root, download=False, mirrors=None):
