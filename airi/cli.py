@@ -392,10 +392,10 @@ def _throughput(history, n_train):
     return float(seconds), ips
 
 
-def _write_plots(out, history, model, say):
+def _write_plots(out, history, model, say, title=None, best_epoch=None):
     try:
         from . import viz
-        viz.plot_history(history, out / "curves.png")
+        viz.plot_history(history, out / "curves.png", title=title, best_epoch=best_epoch)
         from .layers import Conv2D
         first_conv = next((layer for layer in model if isinstance(layer, Conv2D)), None)
         if first_conv is not None:
@@ -640,7 +640,9 @@ def _main(argv):
         f"{best_cb.best_epoch}); {train_seconds:.1f}s of training. Files in {out}",
         always=True)
     if args.plots and main_rank:
-        _write_plots(out, history, best_model, lambda m: say(m, always=True))
+        _write_plots(out, history, best_model, lambda m: say(m, always=True),
+                     title=f"{s['model']} on {s['dataset']}: test accuracy "
+                           f"{scores['accuracy']:.4f}", best_epoch=best_cb.best_epoch)
     return 0
 
 

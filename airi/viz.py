@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = [
     "plot_history", "plot_filters", "plot_feature_maps", "plot_class_probabilities",
-    "plot_loss_curves", "check_matplotlib", "filter_grid_size",
+    "plot_loss_curves", "plot_line_fit", "check_matplotlib", "filter_grid_size",
 ]
 
 # Pictures are laid out in pixels; this dpi turns them into matplotlib's inches and
@@ -155,7 +155,7 @@ def _history_columns(history):
     return {k: as_floats(columns[k]) for k in _HISTORY_KEYS if k in columns}
 
 
-def plot_history(history, path, title=None):
+def plot_history(history, path, title=None, best_epoch=None):
     """Loss and accuracy per epoch, for the training and the validation data.
 
     Parameters
@@ -168,7 +168,12 @@ def plot_history(history, path, title=None):
     path : str or os.PathLike
         Where to write the PNG (its folder is created).
     title : str, optional
-        A title over both panels.
+        A title over both panels, e.g. the model and the data set ("lenet on
+        mnist-subset").
+    best_epoch : int, optional
+        The epoch whose model was kept (1-based, e.g. ``ModelCheckpoint.best_epoch``):
+        a dotted vertical line and a ring on the validation (else training) curves
+        mark it, and the legend names it.
 
     Returns
     -------
@@ -188,6 +193,8 @@ def plot_history(history, path, title=None):
                 continue
             ax.plot(epochs[:len(values)], values, style, markersize=4,
                     label="train" if split == "train" else "validation")
+        if best_epoch is not None and 1 <= int(best_epoch) <= n:
+            _mark_kept_epoch(ax, cols, metric, int(best_epoch))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
@@ -203,7 +210,21 @@ def plot_history(history, path, title=None):
     return _save(fig, path)
 
 
-def plot_loss_curves(curves, path, title="training loss", xlabel="step", smooth=1):
+def _mark_kept_epoch(ax, cols, metric, epoch):
+    """A dotted line at the kept epoch and a ring on its value (validation curve if
+    there is one, else training)."""
+    ax.axvline(epoch, color="tab:green", linestyle=":", linewidth=1.5,
+               label=f"kept: epoch {epoch}")
+    for split in ("val", "train"):
+        values = cols.get(f"{split}_{metric}")
+        if values is not None and epoch <= len(values) and np.isfinite(values[epoch - 1]):
+            ax.plot([epoch], [values[epoch - 1]], "o", markersize=11, markerfacecolor="none",
+                    markeredgecolor="tab:green", markeredgewidth=2)
+            break
+
+
+def plot_loss_curves(curves, path, title="training loss", xlabel="step", smooth=1,
+                     log_scale=False):
     """Several loss curves on one set of axes, e.g. one per optimizer.
 
     Parameters
@@ -217,6 +238,9 @@ def plot_loss_curves(curves, path, title="training loss", xlabel="step", smooth=
     smooth : int
         Width of a moving average applied to each curve (1: raw values), which makes
         noisy per-batch losses readable.
+    log_scale : bool
+        A logarithmic loss axis, for losses that fall by orders of magnitude (a linear
+        axis shows them flat after the first steps).
 
     Returns
     -------
@@ -236,8 +260,11 @@ def plot_loss_curves(curves, path, title="training loss", xlabel="step", smooth=
         else:
             steps = np.arange(1, values.size + 1)
         ax.plot(steps, values, label=str(label))
+    if log_scale:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss" + (f" (moving average of {smooth})" if smooth > 1 else ""))
+    ax.set_ylabel("loss" + (f" (moving average of {smooth})" if smooth > 1 else "")
+                  + (" (log scale)" if log_scale else ""))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -245,10 +272,53 @@ def plot_loss_curves(curves, path, title="training loss", xlabel="step", smooth=
     return _save(fig, path)
 
 
+def plot_line_fit(x, y, fits, path, title=None, xlabel="x", ylabel="y"):
+    """Data points and fitted straight lines over them (a regression's result).
+
+    Parameters
+    ----------
+    x, y : array_like, shape (N,)
+        The data.
+    fits : dict of str -> (intercept, slope)
+        Line label -> its two coefficients; each is drawn over the range of ``x``.
+    path : str or os.PathLike
+        Where to write the PNG.
+    title, xlabel, ylabel : str, optional
+
+    Returns
+    -------
+    str
+        ``path``. The picture is 800 x 500 pixels.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.size != y.size or x.size == 0:
+        raise ValueError(f"plot_line_fit: x and y must hold the same number of points, "
+                         f"got {x.size} and {y.size}")
+    fig = _new_figure(800, 500)
+    ax = fig.subplots()
+    ax.scatter(x, y, s=12, alpha=0.6, color="tab:gray", label=f"data ({x.size} points)")
+    line_x = np.array([x.min(), x.max()])
+    styles = ["-", "--", ":", "-."]
+    for k, (label, (intercept, slope)) in enumerate(fits.items()):
+        ax.plot(line_x, intercept + slope * line_x, styles[k % len(styles)], linewidth=2,
+                label=f"{label}: y = {float(intercept):.3f} + {float(slope):.3f} x")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 # --------------------------------------------------------------------------- filters
-FILTER_CELL_PX = 100   # side of one kernel's picture
+FILTER_CELL_PX = 100   # width of one kernel's picture
+FILTER_LABEL_PX = 16   # under each kernel: its title
 FILTER_COLUMNS = 8     # kernels per row
 TITLE_PX = 30          # band above a grid for its title
+COLORBAR_PX = 80       # band right of a grid for its colour bar
 
 
 def _filter_images(weights, channel):
@@ -330,8 +400,16 @@ def filter_grid_size(num_filters):
     return cols, rows
 
 
+def filter_picture_size(num_filters):
+    """(width, height) in pixels of the picture ``plot_filters`` draws."""
+    cols, rows = filter_grid_size(num_filters)
+    return (cols * FILTER_CELL_PX + COLORBAR_PX,
+            TITLE_PX + rows * (FILTER_CELL_PX + FILTER_LABEL_PX))
+
+
 def plot_filters(conv_layer, path, channel=None, title=None):
-    """The learned kernels of a convolution as a grid of small images.
+    """The learned kernels of a convolution as a grid of small images, on one shared,
+    symmetric colour scale with a colour bar.
 
     Parameters
     ----------
@@ -342,10 +420,11 @@ def plot_filters(conv_layer, path, channel=None, title=None):
     path : str or os.PathLike
         Where to write the PNG.
     channel : int, optional
-        Show this input channel of every kernel in grey. By default kernels with 3
-        input channels are shown in colour (each kernel stretched to [0, 1]) and others
-        as the mean over their input channels, in grey with a shared colour scale
-        (so a kernel's contrast can be compared with the others').
+        Show this input channel of every kernel. By default kernels with 3 input
+        channels (a first layer on colour images) are shown in colour, each channel of
+        a weight w as ``0.5 + w / (2 m)`` (m the largest |weight| of the layer: 0 is
+        mid grey, the same for every kernel), and others as the mean over their input
+        channels on a blue (negative) - white (0) - red (positive) scale from -m to m.
     title : str, optional
         Defaults to "F learned kernels (C x kh x kw)".
 
@@ -359,33 +438,63 @@ def plot_filters(conv_layer, path, channel=None, title=None):
     -------
     str
         ``path``. The grid has ``min(F, 8)`` columns and ``ceil(F / 8)`` rows of
-        100 x 100-pixel cells, under a 30-pixel title band: for F = 8 the picture is
-        800 x 130 pixels, for F = 16 it is 800 x 230 (see :func:`filter_grid_size`).
+        cells 100 pixels wide and 116 tall (the kernel, then its title "filter i"),
+        under a 30-pixel title band, with an 80-pixel colour bar band on the right: for
+        F = 8 the picture is 880 x 146 pixels, for F = 16 it is 880 x 262 (see
+        :func:`filter_picture_size`).
     """
     weights = _conv_weights(conv_layer)
     images, mode = _filter_images(weights, channel)
     n_filters = len(images)
     cols, rows = filter_grid_size(n_filters)
-    fig = _new_figure(cols * FILTER_CELL_PX, rows * FILTER_CELL_PX + TITLE_PX)
-    top = 1 - TITLE_PX / (rows * FILTER_CELL_PX + TITLE_PX)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=top, wspace=0.08,
-                        hspace=0.08)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    limit = max(float(np.abs(weights).max()), 1e-12)
-    for i, ax in enumerate(axes):
+    width, height = filter_picture_size(n_filters)
+    fig = _new_figure(width, height)
+    grid_right = cols * FILTER_CELL_PX / width
+    row_px = FILTER_CELL_PX + FILTER_LABEL_PX
+    # shared and symmetric: one colour means one weight value in every kernel
+    limit = max(float(np.abs(np.stack(images)).max()), 1e-12)
+    picture = None
+    for i in range(n_filters):
+        r, c = divmod(i, cols)
+        top = 1 - (TITLE_PX + r * row_px + 2) / height
+        ax = fig.add_axes([(c * FILTER_CELL_PX + 3) / width,
+                           top - (FILTER_CELL_PX - 6) / height,
+                           (FILTER_CELL_PX - 6) / width, (FILTER_CELL_PX - 6) / height])
         ax.set_axis_off()
-        if i >= n_filters:
-            continue
         if mode == "rgb":
-            ax.imshow(_rescale01(images[i]), interpolation="nearest")
-        else:
-            ax.imshow(images[i], cmap="gray", vmin=-limit, vmax=limit,
+            ax.imshow(np.clip(0.5 + images[i] / (2 * limit), 0, 1),
                       interpolation="nearest")
+        else:
+            picture = ax.imshow(images[i], cmap="RdBu_r", vmin=-limit, vmax=limit,
+                                interpolation="nearest")
+        fig.text((c + 0.5) * FILTER_CELL_PX / width,
+                 1 - (TITLE_PX + r * row_px + FILTER_CELL_PX + FILTER_LABEL_PX / 2) / height,
+                 f"filter {i}", ha="center", va="center", fontsize=8)
+    _colorbar(fig, picture, limit, mode, left=grid_right, width=width, height=height)
     f, c, kh, kw = weights.shape
-    fig.suptitle(title or f"{f} learned kernels ({c} x {kh} x {kw})",
-                 y=1 - 0.5 * TITLE_PX / (rows * FILTER_CELL_PX + TITLE_PX),
-                 va="center", fontsize=10)
+    shown = {"rgb": "RGB view", "grey": (f"channel {channel}" if channel is not None
+                                         else "mean over input channels" if c > 1
+                                         else "")}[mode]
+    default = f"{f} learned kernels ({c} x {kh} x {kw})" + (f", {shown}" if shown else "")
+    fig.suptitle(title or default, x=grid_right / 2,
+                 y=1 - 0.5 * TITLE_PX / height, va="center", fontsize=10)
     return _save(fig, path)
+
+
+def _colorbar(fig, picture, limit, mode, left, width, height):
+    """The colour bar of a filter grid, in the band right of ``left`` (a fraction)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize as ColorNormalize
+    bar_top = 1 - (TITLE_PX + 4) / height
+    bar_height = max(bar_top - 8 / height, 0.2)
+    cax = fig.add_axes([left + 12 / width, bar_top - bar_height, 14 / width, bar_height])
+    if picture is None:      # RGB: each channel's brightness on the same grey ramp
+        picture = ScalarMappable(norm=ColorNormalize(-limit, limit), cmap="gray")
+    bar = fig.colorbar(picture, cax=cax)
+    bar.set_ticks([-limit, 0.0, limit])
+    bar.set_ticklabels([f"{-limit:.2g}", "0", f"{limit:.2g}"])
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label("weight per channel" if mode == "rgb" else "weight", fontsize=8)
 
 
 # ---------------------------------------------------------------------- feature maps
@@ -429,7 +538,8 @@ def _chosen_indices(layers, chosen, outputs_4d):
 
 
 def plot_feature_maps(model, x, path, layers=None, max_maps=8, title=None):
-    """The activations of chosen layers for one input, one row of maps per layer.
+    """The input image, then the activations of chosen layers for it, one row of maps
+    per layer; the maps of a row share one colour scale, shown by a colour bar.
 
     Seed 003's activation picture: feed one image through the network and look at what
     each convolution kept of it. The model runs in evaluation mode
@@ -453,9 +563,10 @@ def plot_feature_maps(model, x, path, layers=None, max_maps=8, title=None):
     Returns
     -------
     str
-        ``path``. The picture is ``160 + 100 * max_maps`` pixels wide (a label column,
-        then one 100-pixel cell per map) and ``30 + 100 * rows`` tall, one row per
-        chosen layer: 960 x 330 for three layers with the defaults.
+        ``path``. The picture is ``160 + 100 * max_maps + 80`` pixels wide (a label
+        column, one 100-pixel cell per map, a colour bar band) and ``30 + 100 * (rows
+        + 1)`` tall: the input's row, then one row per chosen layer; 1040 x 430 for
+        three layers with the defaults.
     """
     layer_list = _layer_list(model)
     x = np.asarray(x)
@@ -483,33 +594,65 @@ def plot_feature_maps(model, x, path, layers=None, max_maps=8, title=None):
         raise ValueError("plot_feature_maps: no layer of the model outputs an image "
                          "stack (N, C, H, W); choose layers explicitly")
 
-    rows = len(chosen)
-    width = LABEL_PX + MAP_CELL_PX * max_maps
+    rows = len(chosen) + 1                    # the input first
+    width = LABEL_PX + MAP_CELL_PX * max_maps + COLORBAR_PX
     height = TITLE_PX + MAP_CELL_PX * rows
     fig = _new_figure(width, height)
-    grid = fig.add_gridspec(rows, max_maps, left=LABEL_PX / width, right=0.995,
-                            bottom=0.005, top=1 - TITLE_PX / height,
-                            wspace=0.06, hspace=0.12)
-    for r, i in enumerate(chosen):
+    grid = fig.add_gridspec(rows, max_maps, left=LABEL_PX / width,
+                            right=1 - COLORBAR_PX / width, bottom=0.005,
+                            top=1 - TITLE_PX / height, wspace=0.06, hspace=0.12)
+
+    def label(r, text):
+        fig.text(LABEL_PX / width - 0.01, 1 - (TITLE_PX + MAP_CELL_PX * (r + 0.5)) / height,
+                 text, ha="right", va="center", fontsize=9)
+
+    def colour_bar(r, picture):
+        top = 1 - (TITLE_PX + MAP_CELL_PX * r + 8) / height
+        cax = fig.add_axes([1 - (COLORBAR_PX - 10) / width, top - (MAP_CELL_PX - 16) / height,
+                            10 / width, (MAP_CELL_PX - 16) / height])
+        bar = fig.colorbar(picture, cax=cax)
+        bar.ax.tick_params(labelsize=7)
+        bar.ax.yaxis.set_major_locator(_max_n_locator(3))
+
+    image = x[0]
+    label(0, "input\n" + " x ".join(str(s) for s in image.shape))
+    ax = fig.add_subplot(grid[0, 0])
+    ax.set_axis_off()
+    if image.shape[0] == 3:               # colour: as the eye sees it
+        ax.imshow(_rescale01(np.transpose(image, (1, 2, 0)).astype(np.float64)),
+                  interpolation="nearest")
+    else:
+        colour_bar(0, ax.imshow(image[0].astype(np.float64), cmap="gray",
+                                interpolation="nearest"))
+    for r, i in enumerate(chosen, start=1):
         act = outputs[i][0]
         if act.ndim == 1:               # a dense layer: show its vector as a strip
             act = act[None, None, :]
         elif act.ndim == 2:
             act = act[None]
         shape = " x ".join(str(s) for s in act.shape)
-        name = type(layer_list[i]).__name__
-        fig.text(LABEL_PX / width - 0.01, 1 - (TITLE_PX + MAP_CELL_PX * (r + 0.5)) / height,
-                 f"{i}: {name}\n{shape}", ha="right", va="center", fontsize=9)
+        label(r, f"{i}: {type(layer_list[i]).__name__}\n{shape}")
+        shown = act[:max_maps].astype(np.float64)
+        lo, hi = float(shown.min()), float(shown.max())
+        if hi - lo < 1e-12:
+            lo, hi = lo - 0.5, hi + 0.5
+        picture = None
         for m in range(max_maps):
             ax = fig.add_subplot(grid[r, m])
             ax.set_axis_off()
             if m < act.shape[0]:
                 aspect = "auto" if act.shape[1] == 1 else None   # stretch 1-row strips
-                ax.imshow(act[m].astype(np.float64), cmap="viridis",
-                          interpolation="nearest", aspect=aspect)
+                picture = ax.imshow(shown[m], cmap="viridis", vmin=lo, vmax=hi,
+                                    interpolation="nearest", aspect=aspect)
+        colour_bar(r, picture)
     fig.suptitle(title or "activations for one input",
                  y=1 - 0.5 * TITLE_PX / height, va="center", fontsize=10)
     return _save(fig, path)
+
+
+def _max_n_locator(n):
+    from matplotlib.ticker import MaxNLocator
+    return MaxNLocator(n)
 
 
 # ----------------------------------------------------------------- class probability

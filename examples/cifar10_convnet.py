@@ -251,7 +251,8 @@ def main(argv=None):
                                                 title=f"activations for one test image "
                                                       f"({label})"),
                      airi.viz.plot_history(history, f"{args.plots}/cifar10_convnet_curves.png",
-                                           title=f"convnet on the {source}"),
+                                           title=f"convnet on the {source}",
+                                           best_epoch=checkpoint.best_epoch),
                      airi.viz.plot_filters(best[0],
                                            f"{args.plots}/cifar10_convnet_filters.png")):
             print(f"wrote {path}")

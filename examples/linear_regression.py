@@ -107,8 +107,9 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="CI mode (the same run: it takes well under a second)")
     parser.add_argument("--plots", metavar="DIR",
-                        help="write the loss curve to DIR/linear_regression_loss.png "
-                             "(needs the plot extra)")
+                        help="write the loss curve to DIR/linear_regression_loss.png and "
+                             "the fitted line over the data to "
+                             "DIR/linear_regression_fit.png (needs the plot extra)")
     args = parser.parse_args(argv)
     if args.plots:
         try:
@@ -141,11 +142,23 @@ def main(argv=None):
           f"slope = {exact[1]:.4f}")
 
     if args.plots:
-        path = airi.viz.plot_loss_curves({"Linear + MSELoss": losses},
-                                         f"{args.plots}/linear_regression_loss.png",
-                                         title="linear regression: MSE per step",
-                                         xlabel="gradient step")
-        print(f"wrote {path}")
+        # Log scale: the MSE falls by orders of magnitude in the first steps, then
+        # settles at the noise left by the best line (about 9 = 3^2); the gap to the
+        # least-squares MSE shows how fast the steps close in on that line.
+        best_mse = float(np.mean((X @ exact[:, None] - y) ** 2))
+        gap = np.maximum(np.asarray(losses, dtype=np.float64) - best_mse, 1e-12)
+        for path in (
+                airi.viz.plot_loss_curves(
+                    {"MSE": losses, "MSE above the least-squares minimum": gap},
+                    f"{args.plots}/linear_regression_loss.png",
+                    title=f"linear regression: MSE per step (least squares: "
+                          f"{best_mse:.2f})", xlabel="gradient step", log_scale=True),
+                airi.viz.plot_line_fit(
+                    X[:, 1], y, {"airi (gradient descent)": w_hat,
+                                 "least squares": exact},
+                    f"{args.plots}/linear_regression_fit.png",
+                    title="y = 5 + 3x + noise: the fitted line")):
+            print(f"wrote {path}")
     return {"w_hat": w_hat, "w_hat_bias_variant": w_bias, "losses": losses,
             "least_squares": exact}
 

@@ -79,7 +79,7 @@ def test_linear_regression_recovers_the_tutorials_coefficients(tmp_path):
     np.testing.assert_allclose(result["w_hat"], [5.15990836, 2.95540097], atol=1e-6)
     np.testing.assert_allclose(result["w_hat_bias_variant"], result["w_hat"], atol=1e-9)
     assert result["losses"][-1] < result["losses"][0] / 50
-    assert_pngs(tmp_path, "linear_regression_loss.png")
+    assert_pngs(tmp_path, "linear_regression_loss.png", "linear_regression_fit.png")
 
 
 def test_linear_regression_runs_as_a_script():

@@ -97,15 +97,21 @@ def test_plot_history_rejects_something_that_is_not_a_history(mpl, tmp_path):
 
 
 # ---------------------------------------------------------------------------- filters
+def pixels_of(path):
+    import matplotlib.image
+    return matplotlib.image.imread(str(path))[..., :3]
+
+
 @pytest.mark.parametrize("in_channels, filters, kernel, size", [
-    (1, 8, 3, (800, 130)),     # seed 000's 8 filters: one row of 8 cells
-    (3, 16, 5, (800, 230)),    # colour kernels, two rows
-    (4, 3, 3, (300, 130)),     # mean over 4 input channels, 3 cells
+    (1, 8, 3, (880, 146)),     # seed 000's 8 filters: one row of 8 cells + colour bar
+    (3, 16, 5, (880, 262)),    # colour kernels, two rows
+    (4, 3, 3, (380, 146)),     # mean over 4 input channels, 3 cells
 ])
 def test_plot_filters_grid_size(mpl, tmp_path, in_channels, filters, kernel, size):
     airi.seed(1)
     conv = Conv2D(in_channels, filters, kernel)
-    assert viz.filter_grid_size(filters) == (size[0] // 100, (size[1] - 30) // 100)
+    assert viz.filter_grid_size(filters) == ((size[0] - 80) // 100, (size[1] - 30) // 116)
+    assert viz.filter_picture_size(filters) == size
     path = tmp_path / "filters.png"
     assert_picture(path, viz.plot_filters(conv, path), size)
 
@@ -113,7 +119,7 @@ def test_plot_filters_grid_size(mpl, tmp_path, in_channels, filters, kernel, siz
 def test_plot_filters_accepts_arrays_and_a_chosen_channel(mpl, tmp_path):
     weights = np.random.default_rng(0).normal(size=(10, 3, 3, 3))
     path = tmp_path / "f.png"
-    assert_picture(path, viz.plot_filters(weights, path, channel=2), (800, 230))
+    assert_picture(path, viz.plot_filters(weights, path, channel=2), (880, 262))
     with pytest.raises(ValueError, match="channel 3 out of range"):
         viz.plot_filters(weights, path, channel=3)
     with pytest.raises(ValueError, match=r"\(F, C, kh, kw\)"):
@@ -123,11 +129,73 @@ def test_plot_filters_accepts_arrays_and_a_chosen_channel(mpl, tmp_path):
 def test_plot_filters_of_a_model_shows_its_first_conv(mpl, tmp_path):
     model = small_convnet()                        # first Conv2D: 6 kernels of 1x3x3
     path = tmp_path / "model.png"
-    assert_picture(path, viz.plot_filters(model, path), (600, 130))
+    assert_picture(path, viz.plot_filters(model, path), (680, 146))
     nested = Sequential(Flatten(), Sequential(Relu(), Conv2D(2, 3, 3)))
-    assert_picture(path, viz.plot_filters(nested, path), (300, 130))
+    assert_picture(path, viz.plot_filters(nested, path), (380, 146))
     layers = [Conv2D(3, 16, 5), Relu()]           # a seed-001 list of layers
-    assert_picture(path, viz.plot_filters(layers, path), (800, 230))
+    assert_picture(path, viz.plot_filters(layers, path), (880, 262))
+
+
+def cell_centre(i, cols=8):
+    """(row, column) pixel at the middle of kernel i's picture in plot_filters."""
+    r, c = divmod(i, cols)
+    return 30 + r * 116 + 2 + 47, c * 100 + 50
+
+
+def test_plot_filters_share_one_symmetric_scale_with_a_colour_bar(mpl, tmp_path):
+    """Kernels +1, +0.5, 0 and -1 (1 x 1 each): a shared scale draws +0.5 paler than
+    +1 (a per-kernel stretch would draw them alike), 0 white and -1 the mirror of +1."""
+    weights = np.array([1.0, 0.5, 0.0, -1.0]).reshape(4, 1, 1, 1)
+    path = tmp_path / "f.png"
+    assert_picture(path, viz.plot_filters(weights, path), (480, 146))
+    px = pixels_of(path)
+    full, half, zero, minus = (px[cell_centre(i, cols=4)] for i in range(4))
+    assert full[0] > full[2] + 0.15 and minus[2] > minus[0] + 0.15   # red +, blue -
+    assert half.sum() > full.sum() + 0.3                           # paler: shared scale
+    assert zero.min() > 0.9                                        # 0 is white
+    bar = px[40:130, 400 + 12:400 + 26]                            # the colour bar
+    assert bar.std() > 0.1
+
+
+def test_plot_filters_rgb_view_of_a_three_channel_layer(mpl, tmp_path):
+    """A first layer on colour images is shown in colour: 0 is mid grey, and a kernel
+    that weighs only red is red."""
+    weights = np.zeros((2, 3, 1, 1))
+    weights[1, 0] = 1.0                              # kernel 1: +1 on the red channel
+    path = tmp_path / "rgb.png"
+    viz.plot_filters(weights, path)
+    px = pixels_of(path)
+    grey, red = px[cell_centre(0, cols=2)], px[cell_centre(1, cols=2)]
+    np.testing.assert_allclose(grey, 0.5, atol=0.01)
+    assert red[0] > 0.95 and abs(red[1] - 0.5) < 0.01 and abs(red[2] - 0.5) < 0.01
+
+
+def test_plot_history_marks_the_kept_epoch(mpl, tmp_path):
+    history = {"train_loss": [2.0, 1.2, 0.8, 0.7], "val_loss": [1.5, 1.0, 1.1, 1.2],
+               "train_accuracy": [0.3, 0.6, 0.8, 0.85], "val_accuracy": [0.4, 0.7, 0.7,
+                                                                        0.65]}
+
+    def green_pixels(path):
+        px = pixels_of(path)   # tab:green is (44, 160, 44)
+        return int((np.abs(px - np.array([44, 160, 44]) / 255).max(axis=2) < 0.08).sum())
+
+    plain, marked = tmp_path / "plain.png", tmp_path / "marked.png"
+    viz.plot_history(history, plain, title="lenet on mnist-subset")
+    assert_picture(marked, viz.plot_history(history, marked, title="lenet on mnist-subset",
+                                            best_epoch=2), (1000, 400))
+    assert green_pixels(plain) == 0 and green_pixels(marked) > 200
+
+
+def test_plot_line_fit_and_log_scale_loss(mpl, tmp_path):
+    x = np.linspace(-1, 1, 20)
+    path = tmp_path / "fit.png"
+    assert_picture(path, viz.plot_line_fit(x, 1 + 2 * x, {"fit": (1.0, 2.0)}, path),
+                   (800, 500))
+    with pytest.raises(ValueError, match="same number of points"):
+        viz.plot_line_fit(x, x[:3], {"fit": (1.0, 2.0)}, path)
+    loss = tmp_path / "loss.png"
+    assert_picture(loss, viz.plot_loss_curves({"MSE": np.exp(-np.arange(50.0))}, loss,
+                                              log_scale=True), (800, 500))
 
 
 @pytest.mark.parametrize("given, got", [
@@ -153,8 +221,15 @@ def test_plot_feature_maps_default_layers(mpl, tmp_path):
     model = small_convnet()
     x = np.random.default_rng(0).random((1, 8, 8)).astype(np.float32)
     path = tmp_path / "maps.png"
-    # Six layers output image stacks (2 conv, 2 relu, 2 pools): six rows of 8 cells.
-    assert_picture(path, viz.plot_feature_maps(model, x, path), (160 + 800, 30 + 600))
+    # The input, then six layers that output image stacks (2 conv, 2 relu, 2 pools):
+    # seven rows of 8 cells, and a colour bar band.
+    assert_picture(path, viz.plot_feature_maps(model, x, path),
+                   (160 + 800 + 80, 30 + 700))
+    px = pixels_of(path)
+    input_cell = px[30 + 5:30 + 95, 160 + 5:160 + 95]
+    assert input_cell.std() > 0.05                      # the input image is drawn
+    bar = px[130 + 10:130 + 90, 960 + 10:960 + 20]      # the first layer's colour bar
+    assert bar.std() > 0.05
 
 
 def test_plot_feature_maps_chosen_layers_of_a_plain_list(mpl, tmp_path):
@@ -164,7 +239,7 @@ def test_plot_feature_maps_chosen_layers_of_a_plain_list(mpl, tmp_path):
     path = tmp_path / "maps.png"
     weights = [p.data.copy() for p in model.parameters()]
     out = viz.plot_feature_maps(layers, x, path, layers=[layers[1], 4], max_maps=4)
-    assert_picture(path, out, (160 + 400, 30 + 200))
+    assert_picture(path, out, (160 + 400 + 80, 30 + 300))
     # Looking changes nothing: same weights, the layers' own mode untouched.
     assert all(np.array_equal(w, p.data) for w, p in zip(weights, model.parameters()))
     assert all(layer.training for layer in layers)
