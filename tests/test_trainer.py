@@ -331,7 +331,11 @@ def test_ctrl_c_stops_after_the_batch_and_saves_a_checkpoint(blobs, tmp_path, ca
     assert saved["partial_epoch"]["batch"] == 4
     assert_same_weights(weights(saved["model"]), weights(trainer.model))
     out = capsys.readouterr()
-    assert "epoch 2 after batch 4" in out.out and "Ctrl-C" in out.err
+    said = [line for line in (out.out + out.err).splitlines() if "nterrupt" in line]
+    assert said == [f"Interrupted (Ctrl-C) in epoch 2 after batch 4 of 9; checkpoint "
+                    f"saved to {path}"]                # one message, where and what
+    assert trainer.stop_message == said[0]
+    assert trainer.position() == "in epoch 2 after batch 4 of 9"
 
 
 # ------------------------------------------------------------------ resuming
