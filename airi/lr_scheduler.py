@@ -23,6 +23,7 @@ does not matter.
 """
 import bisect
 import math
+import reprlib
 
 from .optim import Adam, Optimizer
 from .validators import finite_number, positive_int
@@ -65,6 +66,51 @@ class _Schedule:
 
     def _apply(self):
         raise NotImplementedError
+
+    #: Attributes that are counts (positive ints) where a schedule has them.
+    _COUNTS = ("step_size", "T_max", "total_iters", "warmup_epochs", "epochs")
+
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it): the
+        optimizer, ``last_epoch`` (an int >= 0: the constructor's step() made it 0),
+        counts as positive ints, every other value a finite number, a bool, None or a
+        list of finite numbers, nested schedules as schedules.
+
+        Raises
+        ------
+        ValueError
+            Naming ``Class.attribute``.
+        """
+        name = type(self).__name__
+
+        def bad(key, expected, got):
+            raise ValueError(f"{name}.{key} must be {expected}, got {reprlib.repr(got)}")
+
+        def number(value):
+            return (type(value) in (int, float) and math.isfinite(value)) or \
+                type(value) is bool
+
+        for key, value in vars(self).items():
+            if key == "optimizer":
+                if not isinstance(value, Optimizer):
+                    bad(key, "an airi optimizer", type(value).__name__)
+            elif key in self._nested:
+                if value is not None and not isinstance(value, (_Schedule,
+                                                                ChainedScheduler)):
+                    bad(key, "a schedule or None", type(value).__name__)
+            elif key == "last_epoch":
+                if type(value) is not int or value < 0:
+                    bad(key, "an int >= 0", value)
+            elif key in self._COUNTS:
+                if type(value) is not int or value < 1:
+                    bad(key, "a positive int", value)
+            elif isinstance(value, (list, tuple)):
+                if not all(number(v) for v in value):
+                    bad(key, "a list of finite numbers", value)
+            elif value is not None and not number(value):
+                bad(key, "a finite number", value)
+        if "optimizer" not in vars(self) or "last_epoch" not in vars(self):
+            raise ValueError(f"{name}.optimizer and {name}.last_epoch are required")
 
     def get_last_lr(self):
         """The optimizer's current learning rate, as a one-element list (PyTorch)."""
@@ -409,6 +455,16 @@ class ChainedScheduler:
                                  f"scheduler")
         self.schedulers = schedulers
         self.optimizer = schedulers[0].optimizer
+
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it)."""
+        schedulers = vars(self).get("schedulers")
+        if type(schedulers) is not list or not schedulers or not all(
+                isinstance(s, (_Schedule, ChainedScheduler)) for s in schedulers):
+            raise ValueError("ChainedScheduler.schedulers must be a non-empty list of "
+                             f"schedules, got {reprlib.repr(schedulers)}")
+        if not isinstance(vars(self).get("optimizer"), Optimizer):
+            raise ValueError("ChainedScheduler.optimizer must be an airi optimizer")
 
     @property
     def last_epoch(self):

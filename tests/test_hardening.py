@@ -100,7 +100,7 @@ def forged_dumps(obj, forged):
 
 def with_state(obj, **changes):
     """pickle of ``obj`` whose saved attributes are changed (None deletes one)."""
-    state = dict(obj.__dict__)
+    state = dict(obj.__getstate__())
     for key, value in changes.items():
         if value is None:
             state.pop(key, None)
@@ -295,7 +295,7 @@ def test_a_layer_failing_its_constructor_checks_is_refused(tmp_path, make, name,
     with pytest.raises(airi.ModelFileError) as info:
         airi.load(path)
     message = str(info.value)
-    assert f"{type(layer).__name__}.{name}" in message and str(path) in message
+    assert type(layer).__name__ in message and name in message and str(path) in message
 
 
 def test_parameter_shapes_must_fit_each_other(tmp_path):

@@ -77,10 +77,11 @@ class StateChecker:
             self.fail(name, f"one of {options}", value)
         return value
 
-    def params(self, shapes):
+    def params(self, shapes, sizes=()):
         """``params`` holds exactly the Parameters named in ``shapes`` (name -> shape),
         each also the attribute of that name and a float array of native byte order
-        (parameters may differ in dtype: ``param.data`` may be given any float dtype)."""
+        (parameters may differ in dtype: ``param.data`` may be given any float dtype).
+        ``sizes`` names the attributes the shapes come from (for the message)."""
         params = self.get("params")
         if type(params) is not dict or list(params) != list(shapes) or not all(
                 isinstance(p, Parameter) for p in params.values()):
@@ -90,19 +91,20 @@ class StateChecker:
             if vars(self.layer).get(name) is not param:
                 self.fail(name, f"the Parameter params[{name!r}]", found=False)
             data = param.data
-            self._float_array(name, data, shape)
+            self._float_array(name, data, shape, sizes)
 
-    def buffer(self, name, shape):
+    def buffer(self, name, shape, sizes=()):
         """A float ndarray of ``shape`` (native byte order)."""
-        return self._float_array(name, self.get(name), shape)
+        return self._float_array(name, self.get(name), shape, sizes)
 
-    def _float_array(self, name, value, shape):
+    def _float_array(self, name, value, shape, sizes=()):
         if type(value) is not np.ndarray or value.dtype.kind != "f" \
                 or not value.dtype.isnative:
             self.fail(name, "a float array (native byte order)",
                       getattr(value, "dtype", type(value).__name__))
         if value.shape != tuple(shape):
-            self.fail(name, f"of shape {tuple(shape)} (from the layer's sizes)",
+            origin = ", ".join(f"{size}={vars(self.layer).get(size)!r}" for size in sizes)
+            self.fail(name, f"of shape {tuple(shape)} (from {origin or 'the layer sizes'})",
                       value.shape)
         return value
 

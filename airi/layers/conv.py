@@ -155,7 +155,7 @@ class Conv2D(Layer):
         shapes = {"W": (F, C) + kernel}
         if check.boolean("bias"):
             shapes["b"] = (F,)
-        check.params(shapes)
+        check.params(shapes, ("num_filters", "in_channels", "filter_size"))
 
     # ----------------------------------------------------------------- helpers
     def output_shape(self, x_shape):

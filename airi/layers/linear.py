@@ -102,7 +102,7 @@ class Linear(Layer):
         shapes = {"W": (D, M)}
         if check.boolean("bias"):
             shapes["b"] = (M,)
-        check.params(shapes)
+        check.params(shapes, ("input_size", "hidden_size"))
 
     def forward(self, x, training=None):
         """x (N, D) -> out (N, M). Caches x when training."""

@@ -123,9 +123,9 @@ class _BatchNorm(Layer):
         C = check.positive_int("num_features")
         check.real("eps", 0.0, low_open=True)
         check.real("momentum", 0.0, 1.0)
-        check.params({"gamma": (C,), "beta": (C,)})
+        check.params({"gamma": (C,), "beta": (C,)}, ("num_features",))
         for name in self._buffer_names:
-            check.buffer(name, (C,))
+            check.buffer(name, (C,), ("num_features",))
 
     # ----------------------------------------------------------------- layout
     @property
