@@ -149,14 +149,21 @@ class _TwinRankComm:
 
     calls = 0
 
-    def Allreduce(self, sendbuf, recvbuf, op=None):
+    def Iallreduce(self, sendbuf, recvbuf, op=None):
+        """Non-blocking, as the reducer calls it (it waits with a deadline)."""
         _TwinRankComm.calls += 1
         recvbuf *= 2
+        return "done"
 
 
 def test_gradient_reducer_packs_weights_and_unpacks_means(monkeypatch):
     class FakeMPI:
         IN_PLACE, SUM = object(), object()
+
+        class Request:
+            @staticmethod
+            def Testall(requests):
+                return all(r == "done" for r in requests)
     monkeypatch.setattr(distributed._world, "MPI", FakeMPI)
     rng = np.random.default_rng(0)
     params = [airi.Parameter(rng.standard_normal(s).astype(np.float32), name=str(i))

@@ -1,10 +1,133 @@
 """Collectives on the whole world: barrier, broadcasts and sums (each a no-op or the
-identity in one process)."""
+identity in one process).
+
+Every collective airi runs during training waits with a deadline: MPI's blocking calls
+have no time limit, so a rank stuck inside a step (not dead, not raising) would leave
+the others waiting forever. Each collective is started non-blocking (``Iallreduce``,
+``Ibcast``, ``Iallgather(v)``, ``Ibarrier``) and :func:`wait` polls it (``Testall``, a
+short spin, then sleeps of at most a millisecond) until it completes or
+``init(timeout=...)`` seconds have passed. Then the ranks that are waiting tell each
+other so (point-to-point messages on a second communicator), the lowest of them prints
+one message naming the ranks that did not arrive, and ``MPI_Abort`` stops the job.
+"""
+import pickle
+import sys
+import time
 
 import numpy as np
 
 
 from .startup import _world, rank, size
+
+#: The exit status of a job stopped because a rank did not arrive in time.
+TIMEOUT_STATUS = 1
+_TIMEOUT_TAG = 16016
+_SPINS = 2000            # polls before the first sleep (a balanced step ends in these)
+_MAX_PAUSE = 1e-3        # seconds: the longest sleep between polls
+
+
+# ------------------------------------------------------------------ waiting, bounded
+def wait(requests, what):
+    """Wait for MPI ``requests`` (one or a list) to complete, at most the timeout.
+
+    Parameters
+    ----------
+    requests : mpi4py.MPI.Request or list of them
+    what : str
+        The collective, for the message (e.g. "allreduce of the gradients").
+    """
+    MPI = _world.MPI
+    if not isinstance(requests, list):
+        requests = [requests]
+    deadline = None
+    pause = 0.0
+    spins = 0
+    while not MPI.Request.Testall(requests):
+        spins += 1
+        if spins < _SPINS:
+            continue
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + _world.timeout
+        elif now > deadline:
+            _stop_stalled_job(what)
+        pause = min(_MAX_PAUSE, pause * 2 or 1e-5)
+        time.sleep(pause)
+
+
+def _stop_stalled_job(what):
+    """This rank waited ``timeout`` seconds in a collective: find out which ranks are
+    waiting too (each tells the others), let the lowest of them name the others, and
+    stop every rank."""
+    MPI, comm = _world.MPI, _world.notes
+    me, n = _world.rank, _world.size
+    note = np.array([me], dtype=np.int64)
+    sends = [comm.Isend(note, dest=r, tag=_TIMEOUT_TAG) for r in range(n) if r != me]
+    waiting = {me}
+    grace = min(10.0, max(1.0, 0.1 * _world.timeout))
+    end = time.monotonic() + grace
+    status, incoming = MPI.Status(), np.empty(1, dtype=np.int64)
+    while time.monotonic() < end and len(waiting) < n:
+        while comm.Iprobe(source=MPI.ANY_SOURCE, tag=_TIMEOUT_TAG, status=status):
+            comm.Recv(incoming, source=status.Get_source(), tag=_TIMEOUT_TAG)
+            waiting.add(int(incoming[0]))
+        time.sleep(0.01)
+    missing = sorted(set(range(n)) - waiting)
+    if me == min(waiting):
+        if missing:
+            who = ("rank " if len(missing) == 1 else "ranks ") + \
+                ", ".join(map(str, missing))
+            why = f"{who} did not arrive"
+        else:
+            why = "every rank waited, each in a different collective"
+        print(f"[rank {me} of {n}] airi: stopping every rank: the {what} waited "
+              f"{_world.timeout:g} s (the rank timeout: init(timeout=...), "
+              f"--rank-timeout) and {why}; the last checkpoint written is intact",
+              file=sys.stderr, flush=True)
+    else:
+        time.sleep(2.0)   # the reporting rank aborts first: one message
+    del sends
+    _world.comm.Abort(TIMEOUT_STATUS)
+
+
+def _bcast_buffer(buffer, root, what):
+    wait(_world.comm.Ibcast(buffer, root=root), what)
+
+
+def allreduce_inplace(buffer, op, what):
+    """``buffer`` (contiguous ndarray) reduced over the ranks with ``op``, in place."""
+    wait(_world.comm.Iallreduce(_world.MPI.IN_PLACE, buffer, op=op), what)
+    return buffer
+
+
+def _pickled(obj):
+    return np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL),
+                         dtype=np.uint8)
+
+
+def bcast_object(obj, root, what):
+    """Rank ``root``'s picklable ``obj`` on every rank (the ranks of one job trust each
+    other's pickles, as mpi4py's ``bcast`` does)."""
+    data = _pickled(obj) if _world.rank == root else np.empty(0, dtype=np.uint8)
+    length = np.array([data.size], dtype=np.int64)
+    _bcast_buffer(length, root, what)
+    if _world.rank != root:
+        data = np.empty(int(length[0]), dtype=np.uint8)
+    _bcast_buffer(data, root, what)
+    return obj if _world.rank == root else pickle.loads(data.tobytes())
+
+
+def allgather_object(obj, what):
+    """Every rank's picklable ``obj``, as a list by rank, on every rank."""
+    data = _pickled(obj)
+    sizes = np.empty(_world.size, dtype=np.int64)
+    wait(_world.comm.Iallgather(np.array([data.size], dtype=np.int64), sizes), what)
+    offsets = np.zeros(_world.size, dtype=np.int64)
+    offsets[1:] = np.cumsum(sizes)[:-1]
+    everything = np.empty(int(sizes.sum()), dtype=np.uint8)
+    wait(_world.comm.Iallgatherv(data, [everything, sizes, offsets, _world.MPI.BYTE]),
+         what)
+    return [pickle.loads(everything[o:o + s].tobytes()) for o, s in zip(offsets, sizes)]
 
 #: Gradients are packed into contiguous buffers of about this many bytes; one allreduce
 #: per buffer. Large enough that per-call latency does not matter, small enough that a
@@ -56,7 +179,7 @@ def barrier():
     """Wait until every rank has called it (a no-op without MPI). Takes no argument
     and returns None."""
     if size() > 1:
-        _world.comm.Barrier()
+        wait(_world.comm.Ibarrier(), "barrier")
 
 
 def broadcast_object(obj, root=0):
@@ -77,7 +200,7 @@ def broadcast_object(obj, root=0):
     """
     if size() == 1:
         return obj
-    return _world.comm.bcast(obj, root=root)
+    return bcast_object(obj, root, "broadcast of an object")
 
 
 def _broadcast_arrays(arrays, root):
@@ -88,7 +211,7 @@ def _broadcast_arrays(arrays, root):
                                      DEFAULT_BUCKET_BYTES):
         chunk = [arrays[i] for i in positions]
         buffer = np.concatenate([a.reshape(-1) for a in chunk]).astype(dtype, copy=False)
-        _world.comm.Bcast(buffer, root=root)
+        _bcast_buffer(buffer, root, "broadcast of the parameters")
         offset = 0
         for a in chunk:
             a[...] = buffer[offset:offset + a.size].reshape(a.shape)
@@ -143,8 +266,8 @@ def broadcast_optimizer_state(optimizer, root=0):
     """
     if size() == 1:
         return
-    state = _world.comm.bcast(optimizer.state_dict() if rank() == root else None,
-                              root=root)
+    state = bcast_object(optimizer.state_dict() if rank() == root else None, root,
+                         "broadcast of the optimizer state")
     if rank() != root:
         optimizer.load_state_dict(state)
 
@@ -164,7 +287,7 @@ def allreduce_sum(values):
     """
     values = np.array(values, dtype=np.float64)   # a fresh, contiguous copy
     if size() > 1:
-        _world.comm.Allreduce(_world.MPI.IN_PLACE, values, op=_world.MPI.SUM)
+        allreduce_inplace(values, _world.MPI.SUM, "sum over the ranks")
     return values
 
 
@@ -183,14 +306,14 @@ def _allreduce_batchnorm_stats(stats):
     MPI = _world.MPI
     if stats.shape[0] == 3:
         local_count = float(stats[0, 0])
-        _world.comm.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
+        allreduce_inplace(stats, MPI.SUM, "allreduce of BatchNorm statistics")
         total = float(stats[0, 0])
         _world.bn_share = local_count / total if total > 0 else 0.0
         return stats
     share = _world.bn_share
     if share > 0:
         stats *= share
-    _world.comm.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
+    allreduce_inplace(stats, MPI.SUM, "allreduce of BatchNorm gradients")
     if share > 0:
         stats /= share
     return stats
