@@ -82,35 +82,42 @@ class _Schedule:
             Naming ``Class.attribute``.
         """
         name = type(self).__name__
-
-        def bad(key, expected, got):
-            raise ValueError(f"{name}.{key} must be {expected}, got {reprlib.repr(got)}")
-
-        def number(value):
-            return (type(value) in (int, float) and math.isfinite(value)) or \
-                type(value) is bool
-
         for key, value in vars(self).items():
             if key == "optimizer":
                 if not isinstance(value, Optimizer):
-                    bad(key, "an airi optimizer", type(value).__name__)
+                    raise ValueError(f"{name}.optimizer must be an airi optimizer, got "
+                                     f"{type(value).__name__}")
             elif key in self._nested:
                 if value is not None and not isinstance(value, (_Schedule,
                                                                 ChainedScheduler)):
-                    bad(key, "a schedule or None", type(value).__name__)
-            elif key == "last_epoch":
-                if type(value) is not int or value < 0:
-                    bad(key, "an int >= 0", value)
-            elif key in self._COUNTS:
-                if type(value) is not int or value < 1:
-                    bad(key, "a positive int", value)
-            elif isinstance(value, (list, tuple)):
-                if not all(number(v) for v in value):
-                    bad(key, "a list of finite numbers", value)
-            elif value is not None and not number(value):
-                bad(key, "a finite number", value)
+                    raise ValueError(f"{name}.{key} must be a schedule or None, got "
+                                     f"{type(value).__name__}")
+            else:
+                self._check_field(key, value)
         if "optimizer" not in vars(self) or "last_epoch" not in vars(self):
             raise ValueError(f"{name}.optimizer and {name}.last_epoch are required")
+
+    def _check_field(self, key, value):
+        """A plain field of the schedule's state (see :meth:`check_state`)."""
+        name = type(self).__name__
+
+        def bad(expected):
+            raise ValueError(f"{name}.{key} must be {expected}, got {reprlib.repr(value)}")
+
+        def number(v):
+            return (type(v) in (int, float) and math.isfinite(v)) or type(v) is bool
+
+        if key == "last_epoch":
+            if type(value) is not int or value < 0:
+                bad("an int >= 0")
+        elif key in self._COUNTS:
+            if type(value) is not int or value < 1:
+                bad("a positive int")
+        elif isinstance(value, (list, tuple)):
+            if not all(number(v) for v in value):
+                bad("a list of finite numbers")
+        elif value is not None and not number(value):
+            bad("a finite number")
 
     def get_last_lr(self):
         """The optimizer's current learning rate, as a one-element list (PyTorch)."""
@@ -144,6 +151,9 @@ class _Schedule:
         if set(saved) != expected:
             raise ValueError(f"{name}.load_state_dict: keys {sorted(saved)} do not match "
                              f"the expected {sorted(expected)}")
+        for key, value in saved.items():     # all checked before anything changes
+            if key not in self._nested:
+                self._check_field(key, value)
         for key in self._nested:
             inner = getattr(self, key)
             if (inner is None) != (saved[key] is None):

@@ -385,6 +385,10 @@ class Optimizer:
             data = self.params[i].data
             for key, value in saved.items():
                 if key == "step":
+                    if isinstance(value, (bool, np.bool_)) or not isinstance(
+                            value, (int, np.integer)) or value < 0:
+                        raise ValueError(f"{name}.load_state_dict: step of params[{i}] "
+                                         f"must be an int >= 0, got {reprlib.repr(value)}")
                     new_state[i]["step"] = int(value)
                     continue
                 if key not in self._state_names:

@@ -81,13 +81,15 @@ class MPIContext(TrainingContext):
         return allreduce_sum(values)
 
     def should_stop(self, flag):
-        """True on every rank when any rank asked to stop (Ctrl-C on one of them)."""
+        """A true value on every rank when any rank asked to stop (Ctrl-C or SIGTERM on
+        one of them): the largest flag of the ranks (the Trainer's flag is the number of
+        the signal that asked, so SIGTERM wins over SIGINT), else 0."""
         if self.world_size == 1:
-            return bool(flag)
-        self._flag[0] = 1 if flag else 0
+            return int(flag)
+        self._flag[0] = int(flag) if flag else 0
         allreduce_inplace(self._flag, _world.MPI.MAX, "exchange of the stop flag after a "
                           "batch")
-        return bool(self._flag[0])
+        return int(self._flag[0])
 
     @property
     def shuffle_seed(self):
