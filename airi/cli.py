@@ -559,6 +559,7 @@ def _setup(args):
     if resume_path is not None:
         try:
             trainer.load_checkpoint(resume_path)
+            trainer.check_resume(loader)
         except ValueError as exc:
             raise UsageError(f"--resume: {_one_line(exc)}") from None
         if s["epochs"] != saved_settings["epochs"]:

@@ -237,7 +237,30 @@ class DataLoader:
         ------
         ValueError
             If the state was saved for another number of samples or batch size, or for
-            a loader with (or without) its own seed when this one has none (or one).
+            a loader with (or without) its own seed when this one has none (or one), or
+            is not a state a DataLoader writes (see :meth:`check_state_dict`).
+        """
+        self.check_state_dict(state)
+        if self._rng is not None:
+            self._rng.bit_generator.state = state["rng_state"]
+        self.epoch = int(state["epoch"])
+        if state["order"] is None:
+            self._order, self._position, self._resume = None, 0, False
+        else:
+            self._order = np.asarray(state["order"], dtype=np.int64).copy()
+            self._position = int(state["position"])
+            self._resume = True
+
+    def check_state_dict(self, state):
+        """Check, without applying it, that :meth:`load_state_dict` accepts ``state``:
+        saved by a loader of this data set size and batch size, with its own seed when
+        this one has one, and holding what a DataLoader writes (ints >= 0, a permutation
+        of the samples, a position within the epoch, a generator state).
+
+        Raises
+        ------
+        ValueError
+            Naming the field that is wrong.
         """
         self._check_state(state)
         if state["dataset_size"] != self.dataset_size:
@@ -253,14 +276,12 @@ class DataLoader:
                              "disagree on having their own seed (seed=None vs an int)")
         self._check_order(state)
         if self._rng is not None:
-            self._rng.bit_generator.state = state["rng_state"]
-        self.epoch = int(state["epoch"])
-        if state["order"] is None:
-            self._order, self._position, self._resume = None, 0, False
-        else:
-            self._order = np.asarray(state["order"], dtype=np.int64).copy()
-            self._position = int(state["position"])
-            self._resume = True
+            probe = type(self._rng.bit_generator)()
+            try:
+                probe.state = state["rng_state"]
+            except (TypeError, ValueError, KeyError):
+                raise ValueError("DataLoader.load_state_dict: rng_state is not a state of "
+                                 f"a {type(probe).__name__} generator") from None
 
     def _check_state(self, state):
         """Refuse a state no DataLoader writes (a damaged or tampered checkpoint) with a

@@ -669,13 +669,7 @@ class Trainer:
             if loader_state is not None and hasattr(loader, "load_state_dict"):
                 loader.load_state_dict(loader_state)
             batches = iter(loader)
-            if total_batches(loader) is not None and partial["batch"] >= \
-                    total_batches(loader):
-                raise ValueError(f"the checkpoint's interrupted epoch is at batch "
-                                 f"{partial['batch']}, but an epoch has "
-                                 f"{total_batches(loader)} batches: a checkpoint of "
-                                 "another data set or batch size")
-            for _ in range(partial["batch"]):
+            for _ in range(partial["batch"]):   # bounded: check_resume ran
                 next(batches)
         _config.set_rng_state(partial["rng"])
         sums = np.array(partial["sums"], dtype=np.float64)
@@ -876,13 +870,46 @@ class Trainer:
         self.parallel.restore_rank_state(self, state.get("rank_state"))
         return state
 
+    def check_resume(self, loader):
+        """Check that the checkpoint read by :meth:`load_checkpoint` fits ``loader`` (the
+        training loader ``fit`` will get): its saved loader states and the batch its
+        interrupted epoch stopped at. ``fit`` runs it too; call it earlier to report a
+        mismatch before training starts.
+
+        Raises
+        ------
+        ValueError
+            Naming the checkpoint field that does not fit.
+        """
+        state = self._pending
+        if state is None:
+            return
+        partial = self._partial or {}
+        checks = [("loader", state.get("loader")),
+                  ("partial_epoch.loader", partial.get("loader")),
+                  ("partial_epoch.epoch_start_loader", partial.get("epoch_start_loader"))]
+        if hasattr(loader, "check_state_dict"):
+            for field, saved in checks:
+                if saved is not None:
+                    try:
+                        loader.check_state_dict(saved)
+                    except (ValueError, TypeError, KeyError) as exc:
+                        raise ValueError(f"checkpoint field {field!r} does not fit the "
+                                         f"training data: {exc}") from None
+        batches = total_batches(loader)
+        if partial and batches is not None and partial["batch"] >= batches:
+            raise ValueError(f"checkpoint field 'partial_epoch.batch' is "
+                             f"{partial['batch']}, but an epoch of the training data has "
+                             f"{batches} batches (another data set or batch size?)")
+
     def _apply_pending(self):
         """Finish a load_checkpoint at the start of fit, once the loader and callbacks
         exist: their states, and the random state (in case something drew from it in
         between, e.g. building the loader)."""
-        state, self._pending = self._pending, None
-        if state is None:
+        if self._pending is None:
             return
+        self.check_resume(self._train_loader)
+        state, self._pending = self._pending, None
         _config.set_rng_state(state["rng_state"])
         loader_state = state.get("loader")
         if (self._partial is None and loader_state is not None
