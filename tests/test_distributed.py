@@ -291,6 +291,55 @@ def test_resume_on_two_ranks_continues_exactly(cli_runs):
     assert metrics["world_size"] == 2 and len(metrics["history"]) == 2
 
 
+@needs_mpi
+def test_sigterm_to_mpiexec_saves_a_checkpoint_and_resume_equals_a_straight_run(tmp_path):
+    """Issue 16 item 6 under mpiexec: a batch scheduler sends SIGTERM to mpiexec, which
+    passes it to the ranks; they stop together after the current batch, rank 0 writes
+    the checkpoint, and ``--resume`` then gives what an uninterrupted run gives (weights
+    and every metric but the timings)."""
+    common = ["--limit", "600", "--batch-size", "20", "--model", "two_layer",
+              "--backend", "numpy", "--schedule", "step", "--quiet"]
+    straight = run_job(["-m", "airi.train", "--epochs", "4", "--out",
+                        tmp_path / "straight"] + common, cwd=tmp_path)
+    assert straight[0] == 0, straight[2]
+    out = tmp_path / "run"
+    command = [_find_mpiexec(), "-n", "2", sys.executable, "-m", "airi.train", "--epochs",
+               "4", "--out", str(out)] + [str(a) for a in common if a != "--quiet"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=_job_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.split()[:2] == ["epoch", "1/4"]:
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.communicate(timeout=FAULT_DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("mpiexec did not end after SIGTERM")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    saved = airi.load(out / "checkpoint.pkl")          # intact, and not the last epoch
+    assert saved["epoch"] < 4
+    resumed = run_job(["-m", "airi.train", "--resume", out / "checkpoint.pkl",
+                       "--quiet"], cwd=tmp_path)
+    assert resumed[0] == 0, resumed[2]
+    a = airi.load(out / "checkpoint.pkl")
+    b = airi.load(tmp_path / "straight" / "checkpoint.pkl")
+    timing = ("seconds", "images_per_second")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in a["history"]] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in b["history"]]
+    for key, value in b["model"].state_dict().items():
+        np.testing.assert_array_equal(a["model"].state_dict()[key], value, err_msg=key)
+
+
+@needs_mpi
+def test_cli_rank_timeout_is_checked(tmp_path):
+    code, stdout, stderr, _ = run_job(["-m", "airi.train", "--rank-timeout", "0",
+                                       "--quiet"], cwd=tmp_path)
+    assert code == 2 and "--rank-timeout must be a positive number" in stderr
+
+
 # The CLI run as "python -m airi.train" names itself so in its error lines.
 CLI_ERROR = "python -m airi.train: error"
 
