@@ -556,3 +556,28 @@ def test_fuzzing_model_files_gives_a_load_or_a_model_file_error():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "0 failures" in result.stdout
+
+
+class Gain(airi.layers.Layer):
+    """A user's layer with a public class-level default, overridden per instance."""
+
+    gain = 1.0
+
+    def forward(self, x, training=None):
+        return x * self.gain
+
+    def backward(self, dout):
+        return dout * self.gain
+
+
+def test_a_user_layer_may_override_a_public_class_default(tmp_path):
+    layer = Gain()
+    layer.gain = 3.0
+    with serialization.safe_classes(Gain):
+        airi.save(layer, tmp_path / "g.pkl")
+        assert airi.load(tmp_path / "g.pkl").gain == 3.0
+        # ... but not a method or a private class setting
+        path = tmp_path / "m.pkl"
+        path.write_bytes(v2_file(with_state(layer, backward=1)))
+        with pytest.raises(airi.ModelFileError, match=r"Gain\.backward"):
+            airi.load(path)

@@ -376,8 +376,11 @@ class Layer:
             Naming ``Class.attribute``, what was expected and what was found.
         """
         check = StateChecker(self)
-        check.boolean("training")
-        params = check.get("params")
+        state = vars(self)
+        # A custom layer that never called Layer.__init__ may lack them: not an error.
+        if "training" in state:
+            check.boolean("training")
+        params = state.get("params", {})
         if type(params) is not dict or not all(
                 type(k) is str and isinstance(p, Parameter) for k, p in params.items()):
             check.fail("params", "a dict of name -> Parameter", params)

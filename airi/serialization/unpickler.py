@@ -311,15 +311,21 @@ class _RestrictedUnpickler(pickle._Unpickler):
                 raise self._unsafe(f"attribute name {key!r:.60} for a {type(obj).__name__}")
 
     def _check_not_class_attributes(self, obj, state):
-        """A file sets instance attributes only: never one the class defines (a method,
-        a property, or a class-level setting such as ``_cache_names``, which methods
-        loop over: a file could make it range(10**15))."""
+        """A file sets instance attributes only: never one the class defines as a
+        method, a property (any descriptor) or a private class-level setting such as
+        ``_cache_names``, which methods loop over (a file could make it
+        range(10**15)). A public data attribute with a class-level default (``alpha =
+        0.1`` in a user's layer) may be overridden per instance, as Python allows."""
         for key in state:
             for klass in type(obj).__mro__:
-                if key in vars(klass):
+                if key not in vars(klass):
+                    continue
+                value = vars(klass)[key]
+                if key.startswith("_") or callable(value) or hasattr(value, "__get__"):
                     raise self._unsafe(
                         f"{type(obj).__name__}.{key} is defined by the class "
                         f"{klass.__name__}; a model file cannot set it")
+                break
 
     def _slot_descriptor(self, obj, name):
         for klass in type(obj).__mro__:
