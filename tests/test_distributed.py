@@ -151,10 +151,12 @@ class _TwinRankComm:
 
     calls = 0
 
-    def Iallreduce(self, sendbuf, recvbuf, op=None):
-        """Non-blocking, as the reducer calls it (it waits with a deadline)."""
+    def Allreduce(self, sendbuf, recvbuf, op=None):
         _TwinRankComm.calls += 1
         recvbuf *= 2
+
+    def Ibarrier(self):
+        """The reducer waits (with a deadline) for every rank to arrive first."""
         return "done"
 
 
