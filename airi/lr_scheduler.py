@@ -73,8 +73,9 @@ class _Schedule:
     def check_state(self):
         """Check attributes read from a model file (``airi.load`` calls it): the
         optimizer, ``last_epoch`` (an int >= 0: the constructor's step() made it 0),
-        counts as positive ints, every other value a finite number, a bool, None or a
-        list of finite numbers, nested schedules as schedules.
+        counts as positive ints, every other value a number (not NaN), a bool, a str,
+        None or a list of numbers, nested schedules as schedules. A schedule with
+        other kinds of state overrides :meth:`_check_field`.
 
         Raises
         ------
@@ -104,8 +105,8 @@ class _Schedule:
         def bad(expected):
             raise ValueError(f"{name}.{key} must be {expected}, got {reprlib.repr(value)}")
 
-        def number(v):
-            return (type(v) in (int, float) and math.isfinite(v)) or type(v) is bool
+        def number(v):     # inf is allowed (e.g. a plateau schedule's best so far)
+            return type(v) in (int, float, bool) and v == v
 
         if key == "last_epoch":
             if type(value) is not int or value < 0:
@@ -115,9 +116,9 @@ class _Schedule:
                 bad("a positive int")
         elif isinstance(value, (list, tuple)):
             if not all(number(v) for v in value):
-                bad("a list of finite numbers")
-        elif value is not None and not number(value):
-            bad("a finite number")
+                bad("a list of numbers")
+        elif value is not None and type(value) is not str and not number(value):
+            bad("a number, a str or None")
 
     def get_last_lr(self):
         """The optimizer's current learning rate, as a one-element list (PyTorch)."""

@@ -581,3 +581,16 @@ def test_a_user_layer_may_override_a_public_class_default(tmp_path):
         path.write_bytes(v2_file(with_state(layer, backward=1)))
         with pytest.raises(airi.ModelFileError, match=r"Gain\.backward"):
             airi.load(path)
+
+
+def test_the_number_of_objects_a_file_builds_is_bounded(tmp_path, monkeypatch):
+    """50 million empty lists fit in a 100 MB file; the loader stops counting at
+    MAX_OBJECTS (lowered here to keep the test fast) before memory goes."""
+    from airi.serialization import unpickler
+    monkeypatch.setattr(unpickler, "MAX_OBJECTS", 1000)
+    path = tmp_path / "lists.pkl"
+    path.write_bytes(v2_file(b"\x80\x04]" + b"]a" * 1000 + b"."))
+    with pytest.raises(airi.ModelFileError, match="more than 1,000 objects"):
+        airi.load(path)
+    path.write_bytes(v2_file(b"\x80\x04]" + b"]a" * 900 + b"."))
+    assert len(airi.load(path)) == 900

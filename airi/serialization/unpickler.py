@@ -15,10 +15,14 @@ import numpy as np
 from .allowlist import (_REVIEWED_SETSTATE, _frombuffer, _is_admitted_airi_class,
                         _is_admitted_class, _own_setstate, _qualified, _reconstruct,
                         _resolve_global, _scalar)
-from .checks import GraphTooLarge, check_graph, check_objects, hash_cost
+from .checks import MAX_ELEMENTS, GraphTooLarge, check_graph, check_objects, hash_cost
 from .errors import ModelFileError, UnsafeModelError
 
-__all__ = ["restricted_load"]
+__all__ = ["restricted_load", "MAX_OBJECTS"]
+
+#: The most containers and objects (lists, dicts, tuples, strings, bytes, floats, big
+#: ints, airi objects) one file may make the loader build.
+MAX_OBJECTS = MAX_ELEMENTS
 
 
 # ---------------------------------------------------------------- restricted loader
@@ -67,6 +71,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
         self._pending = {}   # id -> object created here and waiting for its one BUILD
         self._sealed = {}    # id -> dtype that was built and verified (usable by arrays)
         self.created = []    # admitted objects created here, checked after the load
+        self._objects = 0     # containers and objects built so far (see MAX_OBJECTS)
         self._key_costs = {}  # id -> (hash cost, key) of tuple keys already measured
 
     # -- errors
@@ -548,6 +553,31 @@ for _func, _checker in [
     if _func is not None:
         _REDUCERS[id(_func)] = (_func, _checker)
 del _func, _checker
+
+
+# Every opcode that creates a container or an object counts towards MAX_OBJECTS, so a
+# file cannot make the loader build tens of millions of objects (a 100 MB file of
+# EMPTY_LIST opcodes would be 50 million lists) before the graph check sees them.
+def _counting(handler):
+    def counted(self):
+        self._objects += 1
+        if self._objects > MAX_OBJECTS:
+            raise self._corrupt(f"the file builds more than {MAX_OBJECTS:,} objects "
+                                "(a model file never needs that)")
+        handler(self)
+    counted.__name__ = handler.__name__
+    return counted
+
+
+for _opcode in (pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET, pickle.EMPTY_TUPLE,
+                pickle.LIST, pickle.DICT, pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2,
+                pickle.TUPLE3, pickle.FROZENSET, pickle.NEWOBJ, pickle.NEWOBJ_EX,
+                pickle.REDUCE, pickle.BINBYTES, pickle.SHORT_BINBYTES, pickle.BINBYTES8,
+                pickle.BINUNICODE, pickle.SHORT_BINUNICODE, pickle.BINUNICODE8,
+                pickle.BINFLOAT, pickle.LONG1, pickle.LONG4, pickle.BYTEARRAY8):
+    _RestrictedUnpickler.dispatch[_opcode[0]] = _counting(
+        _RestrictedUnpickler.dispatch[_opcode[0]])
+del _opcode
 
 
 def restricted_load(file, source, *, size=None, encoding="ASCII", airi_objects=True):
