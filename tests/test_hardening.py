@@ -594,3 +594,20 @@ def test_the_number_of_objects_a_file_builds_is_bounded(tmp_path, monkeypatch):
         airi.load(path)
     path.write_bytes(v2_file(b"\x80\x04]" + b"]a" * 900 + b"."))
     assert len(airi.load(path)) == 900
+
+
+def test_resume_from_the_bomb_is_a_one_line_error(tmp_path):
+    """--resume reads checkpoints with airi.load: the 117-byte bomb is refused there
+    too, as one line and exit status 2, under the memory limit."""
+    stream = b"\x80\x04" + new_object("airi.layers.activations", "Relu", {
+        "params": b"}", "training": b"\x88",
+        "_cache_names": range_op(0, 10 ** 15)}) + b"."
+    path = tmp_path / "checkpoint.pkl"
+    path.write_bytes(v1_file(stream))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", AIRI_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "airi.train", "--resume", str(path)],
+                            cwd=ROOT, env=env, preexec_fn=_limits, capture_output=True,
+                            text=True, timeout=TIME_LIMIT)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "_cache_names" in result.stderr
