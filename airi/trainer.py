@@ -316,6 +316,9 @@ class Trainer:
         One record per completed epoch (see :meth:`fit`).
     stop_reason : str or None
         Why the last ``fit`` ended: "completed", "early_stopping" or "interrupted".
+    stop_signal : int or None
+        For an interrupted ``fit``: ``signal.SIGINT`` (Ctrl-C) or ``signal.SIGTERM``
+        (under MPI: the one any rank received, SIGTERM first).
     after_backward : list of callables
         ``hook(params)`` run after every backward pass, before ``optimizer.step()``.
     checkpoint_extra : object
@@ -520,8 +523,9 @@ class Trainer:
         batch_size : int
             Batch size for tuple inputs.
         checkpoint_path : str or path-like, optional
-            A resumable checkpoint written after every epoch and when Ctrl-C stops the
-            run; a NaN/inf loss leaves the last one written untouched.
+            A resumable checkpoint written after every epoch and when Ctrl-C or SIGTERM
+            stops the run (after the current batch; a second signal stops at once); a
+            NaN/inf loss leaves the last one written untouched.
         verbose : bool, optional
             Overrides the Trainer's ``verbose`` for this call.
 
@@ -538,7 +542,16 @@ class Trainer:
         ValueError
             Bad ``train`` or ``val`` data (see above), before any training.
         TrainingError
-            When the loss becomes NaN or infinite (names the epoch and batch).
+            When the loss becomes NaN or infinite: names the epoch and batch and says
+            why (``cause``): "data" when the batch's inputs hold NaN/inf (``sample``:
+            the first bad sample's index in the data set, or in the batch when the
+            loader cannot tell), else "divergence".
+
+        Warns
+        -----
+        TrainingWarning
+            Once per call, when a batch's loss explodes (over 1000 times the first
+            batch's and over 1000) while still finite.
         """
         epochs = int(epochs)
         if epochs < 1:
