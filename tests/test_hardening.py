@@ -611,3 +611,53 @@ def test_resume_from_the_bomb_is_a_one_line_error(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1
     assert "_cache_names" in result.stderr
+
+
+def rebuilder_cases():
+    """Each admitted reconstruction function called with the largest arguments a file
+    can give it (sizes that would take terabytes if anything trusted them)."""
+    reconstruct = np._core.multiarray._reconstruct
+    frombuffer = np._core.numeric._frombuffer
+    big = (10 ** 6, 10 ** 6)
+
+    class Forged:
+        def __init__(self, value):
+            self.value = value
+
+        def __reduce__(self):
+            return self.value
+
+    return {
+        # an ndarray whose state claims a shape of 10**12 elements but carries no data
+        "array state": Forged((reconstruct, (np.ndarray, (0,), b"b"),
+                               (1, big, np.dtype("f8"), False, b""))),
+        "array of a huge shape": Forged((reconstruct, (np.ndarray, big, b"b"))),
+        "frombuffer": Forged((frombuffer, (b"", np.dtype("f8"), big, "C"))),
+        "long unicode dtype": Forged((np.dtype, ("U999999", False, True))),
+        "complex of a huge int": Forged((complex, (10 ** 400, 0))),
+        "long range": Forged((range, (0, 10 ** 18))),
+        "slice": Forged((slice, (0, 10 ** 100, 1))),
+        "bytearray": Forged((bytearray, (b"x" * 100,))),
+        "set of a list": Forged((set, ([1, 2, 3],))),
+    }
+
+
+@pytest.mark.parametrize("name", list(rebuilder_cases()))
+def test_every_admitted_rebuilder_stays_within_memory_and_time(tmp_path, name):
+    path = tmp_path / "r.pkl"
+    path.write_bytes(v2_file(pickle.dumps({"x": rebuilder_cases()[name]}, protocol=4)))
+    result = run_limited(f"""
+        import airi
+        try:
+            obj = airi.load({str(path)!r})
+        except airi.ModelFileError as exc:
+            print("REFUSED", exc)
+        else:
+            repr(obj); list(obj.values())
+            print("LOADED", repr(obj)[:80])
+        """)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0] in ("REFUSED", "LOADED")
+    if name in ("array state", "array of a huge shape", "frombuffer", "long range",
+                "complex of a huge int"):
+        assert result.stdout.startswith("REFUSED"), result.stdout
