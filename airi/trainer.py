@@ -103,9 +103,11 @@ class _StopSignals:
             raise KeyboardInterrupt
         # The flag is the signal's number: under MPI the ranks exchange the largest.
         self.trainer._stop_requested = int(signum)
+        if not self.trainer.parallel.is_main():
+            return       # under mpiexec every rank gets SIGTERM: rank 0 speaks for all
         again = "press Ctrl-C" if signum == signal.SIGINT else "send it"
-        print(f"\nInterrupted ({_SIGNAL_NAMES.get(signum, signum)}): stopping at the end "
-              f"of the current batch ({again} again to abort at once)", file=sys.stderr,
+        print(f"\n{_SIGNAL_NAMES.get(signum, signum)} received: stopping at the end of "
+              f"the current batch ({again} again to abort at once)", file=sys.stderr,
               flush=True)
 
     def __exit__(self, *exc):
