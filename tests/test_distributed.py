@@ -301,17 +301,17 @@ def test_sigterm_to_mpiexec_saves_a_checkpoint_and_resume_equals_a_straight_run(
     and every metric but the timings)."""
     common = ["--limit", "600", "--batch-size", "20", "--model", "two_layer",
               "--backend", "numpy", "--schedule", "step", "--quiet"]
-    straight = run_job(["-m", "airi.train", "--epochs", "4", "--out",
+    straight = run_job(["-m", "airi.train", "--epochs", "8", "--out",
                         tmp_path / "straight"] + common, cwd=tmp_path)
     assert straight[0] == 0, straight[2]
     out = tmp_path / "run"
     command = [_find_mpiexec(), "-n", "2", sys.executable, "-m", "airi.train", "--epochs",
-               "4", "--out", str(out)] + [str(a) for a in common if a != "--quiet"]
+               "8", "--out", str(out)] + [str(a) for a in common if a != "--quiet"]
     proc = subprocess.Popen(command, cwd=tmp_path, env=_job_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         for line in proc.stdout:
-            if line.split()[:2] == ["epoch", "1/4"]:
+            if line.split()[:2] == ["epoch", "1/8"]:
                 proc.send_signal(signal.SIGTERM)
                 break
         proc.communicate(timeout=FAULT_DEADLINE)
@@ -322,7 +322,7 @@ def test_sigterm_to_mpiexec_saves_a_checkpoint_and_resume_equals_a_straight_run(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     saved = airi.load(out / "checkpoint.pkl")          # intact, and not the last epoch
-    assert saved["epoch"] < 4
+    assert saved["epoch"] < 8
     resumed = run_job(["-m", "airi.train", "--resume", out / "checkpoint.pkl",
                        "--quiet"], cwd=tmp_path)
     assert resumed[0] == 0, resumed[2]
