@@ -11,7 +11,6 @@ import os
 import pickle
 import resource
 import signal
-import struct
 import subprocess
 import sys
 import tarfile

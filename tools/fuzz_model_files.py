@@ -22,7 +22,6 @@ Exit status 0 when every case passed; the last line says ``N failures``.
 """
 import argparse
 import os
-import pickle
 import resource
 import signal
 import sys
