@@ -124,6 +124,7 @@ class AiriBuildExt(build_ext):
     # ------------------------------------------------------------- the whole build
     def run(self):
         inplace = self.inplace   # setuptools clears it while building
+        started = time.perf_counter()
         try:
             self._cythonize()
             super().run()
@@ -139,6 +140,8 @@ class AiriBuildExt(build_ext):
                   "airi will run on its NumPy kernels.", file=sys.stderr)
         else:
             self._record(compiled=True)
+            print(f"airi: compiled kernels ready in {time.perf_counter() - started:.1f} s "
+                  f"({self.parallel} parallel jobs)")
 
     def _cythonize(self):
         """.pyx -> .c for every extension, in parallel, with the shared support code.
