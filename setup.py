@@ -78,15 +78,17 @@ def _extensions():
     from Cython.Build import cythonize
 
     sources = sorted(glob.glob(os.path.join("airi", "_ext", "*.pyx")))
+    c_dir = os.path.join("airi", "_ext", "src")
+    # C sources compiled into one module: the direct convolution goes into _conv
+    c_sources = {"_conv": sorted(glob.glob(os.path.join(c_dir, "direct_conv*.c")))}
     exts = [
         Extension(
             "airi._ext." + os.path.splitext(os.path.basename(src))[0],
-            [src],
-            include_dirs=[numpy.get_include()],
+            [src] + c_sources.get(os.path.splitext(os.path.basename(src))[0], []),
+            include_dirs=[numpy.get_include(), c_dir],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            # the C helpers (the direct convolution) included from the .pyx: a change
-            # to them rebuilds the module
-            depends=sorted(glob.glob(os.path.join("airi", "_ext", "*.h"))),
+            # a change to a C header rebuilds the module
+            depends=sorted(glob.glob(os.path.join(c_dir, "*.h"))),
         )
         for src in sources
     ]

@@ -34,7 +34,7 @@ import numpy as np
 
 from . import _config
 
-__all__ = ["run", "over_batch", "workspace", "release_workspaces", "workers_available",
+__all__ = ["run", "workspace", "release_workspaces", "workers_available",
            "blas_controllers"]
 
 _lock = threading.RLock()      # one parallel region at a time (they share the buffers)
@@ -134,20 +134,6 @@ def run(fn, n_items, chunk):
             for f in futures:
                 f.result()  # waits, and re-raises a worker's exception
         return workers
-
-
-# Element-wise and memory-bound work (pooling, ReLU, BatchNorm: about a nanosecond per
-# element) is split over the threads only above this many elements: below it, handing a
-# slice to another thread costs more than it saves.
-PARALLEL_MIN_ELEMENTS = 1 << 18
-
-
-def over_batch(fn, n_items, elements):
-    """Call ``fn(start, stop)`` on slices of ``range(n_items)`` (usually the batch):
-    one slice per thread when the call touches at least ``PARALLEL_MIN_ELEMENTS``
-    elements, else a single call ``fn(0, n_items)``. Slices must write disjoint outputs."""
-    parts = workers_available() if elements >= PARALLEL_MIN_ELEMENTS else 1
-    run(lambda worker, start, stop: fn(start, stop), n_items, -(-n_items // parts))
 
 
 def workspace(worker, slot, shape, dtype):

@@ -1,6 +1,6 @@
 """NumPy twins vs compiled kernels: ms per call and the speed-up, per kernel and shape.
 
-Each kernel runs through airi._backend (validation included, as the layers call it),
+Each kernel runs through airi.functional (validation included, as the layers call it),
 once on the "numpy" backend and once on "cython". Every timed block starts with an
 untimed warm-up call and a short pause (so no thread of a previous block is still
 spinning), and reports the median of ``--repeat`` calls.
@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
 from airi import _backend  # noqa: E402
+import airi.functional as F  # noqa: E402
 
 # (N, C, H=W, k, pad), stride 1: the issue-6 conv shapes and the seed CIFAR conv2
 CONV_SHAPES = [
@@ -75,32 +76,32 @@ def median_ms(fn, repeat, pause):
 def conv_cases(rng, dtype):
     for N, C, H, k, p in CONV_SHAPES:
         x = rng.standard_normal((N, C, H, H)).astype(dtype)
-        cols = _backend.im2col(x, k, 1, p)
+        cols = F.im2col(x, k, 1, p)
         label = f"{N}x{C}x{H}x{H} k{k} p{p}"
-        yield "im2col", label, lambda x=x, k=k, p=p: _backend.im2col(x, k, 1, p)
+        yield "im2col", label, lambda x=x, k=k, p=p: F.im2col(x, k, 1, p)
         yield "col2im", label, \
-            lambda c=cols, s=x.shape, k=k, p=p: _backend.col2im(c, s, k, 1, p)
+            lambda c=cols, s=x.shape, k=k, p=p: F.col2im(c, s, k, 1, p)
 
 
 def pool_cases(rng, dtype):
     for N, C, H, k, s in POOL_SHAPES:
         x = rng.standard_normal((N, C, H, H)).astype(dtype)
-        out, arg = _backend.maxpool_forward(x, k, s)
+        out, arg = F.max_pool2d_forward(x, k, s)
         dout = rng.standard_normal(out.shape).astype(dtype)
         label = f"{N}x{C}x{H}x{H} {k}x{k}/{s}"
 
         def fwd_bwd(x=x, k=k, s=s, dout=dout):
-            o, a = _backend.maxpool_forward(x, k, s)
-            return _backend.maxpool_backward(dout, a, x.shape, k, s)
+            o, a = F.max_pool2d_forward(x, k, s)
+            return F.max_pool2d_backward(dout, a, x.shape, k, s)
 
         # argmax is recomputed per backend: the NumPy and compiled ones are equal anyway
-        yield "maxpool fwd", label, lambda x=x, k=k, s=s: _backend.maxpool_forward(x, k, s)
+        yield "maxpool fwd", label, lambda x=x, k=k, s=s: F.max_pool2d_forward(x, k, s)
         yield "maxpool bwd", label, lambda d=dout, a=arg, sh=x.shape, k=k, s=s: \
-            _backend.maxpool_backward(d, a, sh, k, s)
+            F.max_pool2d_backward(d, a, sh, k, s)
         yield "maxpool fwd+bwd", label, fwd_bwd
-        yield "avgpool fwd", label, lambda x=x, k=k, s=s: _backend.avgpool_forward(x, k, s)
+        yield "avgpool fwd", label, lambda x=x, k=k, s=s: F.avg_pool2d_forward(x, k, s)
         yield "avgpool bwd", label, lambda d=dout, sh=x.shape, k=k, s=s: \
-            _backend.avgpool_backward(d, sh, k, s)
+            F.avg_pool2d_backward(d, sh, k, s)
 
 
 def main():

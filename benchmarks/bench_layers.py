@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
-from airi import _backend  # noqa: E402
+from airi import _backend, _planner  # noqa: E402
 
 # (N, C, H=W, F, k, pad), stride 1: issue 6's three shapes, then the seed CIFAR conv2,
 # LeNet's conv2, VGG's deepest conv and a 1x1 conv
@@ -120,21 +120,21 @@ def conv_case(torch, shape, rng, backends):
         be, direct = ("cython", False) if name == "im2col" else (name, True)
 
         def fwd(be=be, direct=direct):
-            previous = _backend.set_direct_conv(direct)
+            previous = _planner.set_direct_conv(direct)
             try:
                 with _backend.use_backend(be):
                     return layer.forward(x, training=True)
             finally:
-                _backend.set_direct_conv(previous)
+                _planner.set_direct_conv(previous)
 
         def bwd(be=be, direct=direct):
-            previous = _backend.set_direct_conv(direct)
+            previous = _planner.set_direct_conv(direct)
             try:
                 with _backend.use_backend(be):
                     layer.forward(x, training=True) if layer.x is None else None
                     return layer.backward(dout)
             finally:
-                _backend.set_direct_conv(previous)
+                _planner.set_direct_conv(previous)
         impls_fwd[name], impls_bwd[name] = fwd, bwd
     if torch is not None:
         xt, wt = torch.from_numpy(x), torch.from_numpy(layer.W.data.copy())

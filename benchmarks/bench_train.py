@@ -83,7 +83,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
-from airi import _backend  # noqa: E402
+from airi import _backend, _planner  # noqa: E402
 
 
 def _import_torch():
@@ -155,14 +155,14 @@ class AiriRunner:
     def step(self):
         xb, yb = self.data[self.i % len(self.data)]
         self.i += 1
-        previous = _backend.set_direct_conv(self.direct)
-        previous_winograd = _backend.set_winograd(self.winograd)
+        previous = _planner.set_direct_conv(self.direct)
+        previous_winograd = _planner.set_winograd(self.winograd)
         try:
             with _backend.use_backend(self.backend):
                 self.trainer.train_step(xb, yb)
         finally:
-            _backend.set_direct_conv(previous)
-            _backend.set_winograd(previous_winograd)
+            _planner.set_direct_conv(previous)
+            _planner.set_winograd(previous_winograd)
 
 
 class TorchRunner:
