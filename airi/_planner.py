@@ -97,6 +97,8 @@ def winograd_passes(dtype, C, F, kernel, stride, pad):
 # Bytes of im2col columns per chunk: compiled, about a core's L2 cache (the columns stay
 # there from im2col to the GEMM); NumPy, larger (its im2col loops in Python).
 _COLUMNS_BUDGET = {"cython": 2 << 20, "numpy": 8 << 20}
+# The GEMM path cuts a batch into a multiple of this many chunks.
+_CHUNKS_MULTIPLE = 4
 # Columns of a whole batch up to this size are kept from forward to backward.
 _KEEP_COLUMNS_BYTES = 4 << 20
 # Element-wise and memory-bound passes are split over threads from this many elements.
@@ -106,10 +108,13 @@ _PARALLEL_MIN_MACS = 1 << 20
 
 
 def gemm_chunk(N, bytes_per_sample):
-    """Samples per chunk of the GEMM path (columns, or padded input + dout): about the
-    backend's columns budget. Independent of the thread count, so that per-chunk sums
-    (weight gradients) add up in the same order on any number of threads."""
-    return max(1, min(N, _COLUMNS_BUDGET[_backend.backend()] // max(1, bytes_per_sample)))
+    """Samples per chunk of the GEMM path (columns, or padded input + dout): at most
+    the backend's columns budget, and a multiple of 4 chunks, so 1, 2 or 4 threads get
+    equal shares. Independent of the thread count, so that per-chunk sums (weight
+    gradients) add up in the same order on any number of threads."""
+    needed = -(-N * bytes_per_sample // _COLUMNS_BUDGET[_backend.backend()])
+    n_chunks = -(-max(1, needed) // _CHUNKS_MULTIPLE) * _CHUNKS_MULTIPLE
+    return max(1, -(-N // n_chunks))
 
 
 def direct_chunk(N, out_per_sample):
