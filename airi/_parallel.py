@@ -1,30 +1,28 @@
-"""Batch-parallel loops for the layers, and the scratch buffers they reuse.
+"""airi's threads: the one owner of parallelism in airi.
 
-Why this module exists (measured on the 2-core machine of issue 6):
+Every parallel region of airi is a call of :func:`run`: :mod:`airi.functional` cuts a
+batch into chunks (how many: :mod:`airi._planner`) and :func:`run` hands them to
+``airi.get_num_threads()`` threads, the calling thread plus a small pool, while BLAS
+runs single-threaded. The compiled kernels are single-threaded (no OpenMP) and, like
+NumPy's BLAS and ufuncs, release the GIL, so the threads run them in parallel. Nothing
+else starts threads or sets BLAS's thread count during a pass.
 
-* A convolution done as one batched GEMM, ``np.matmul(W2, cols)``, is really N small
-  GEMMs. Multithreaded OpenBLAS splits *each* of them over its threads and joins them
-  again: 128 fork/joins per call. When another process holds a core, every join waits
-  for a time slice, and that call took ~1 s instead of ~17 ms with one BLAS thread.
-* The columns of a whole batch are big (118 MB for the seed CIFAR model's second conv):
-  writing them, reading them back and having glibc map/unmap them each step costs more
-  than the arithmetic, and keeping them for the backward pass dominated peak memory.
+Why airi's own threads and not OpenMP or BLAS threads (measurements in
+benchmarks/README.md, "Threads"):
 
-So a layer splits its batch into chunks of a few samples whose columns fit in the L2
-cache, and :func:`run` hands the chunks to ``airi.get_num_threads()`` threads (the
-calling thread plus a small pool) while BLAS runs single-threaded, each thread on its
-own chunks: the cores work on independent data and meet once per layer call. Inside
-:func:`run` BLAS is always single-threaded, even for one chunk: a small GEMM (a
-128x120 @ 120x84 Linear) split over two BLAS threads took 15 ms instead of 0.05 ms
-while another process held a core, and BLAS threads left spinning after a GEMM slow
-down whatever runs next. NumPy's
-BLAS and the compiled kernels release the GIL, so Python threads run them in parallel.
+* A convolution done as one batched GEMM is N small GEMMs, and multithreaded OpenBLAS
+  forks and joins its team for each of them; on a shared machine every join waits for
+  a time slice. One chunk per thread with single-threaded BLAS meets once per region.
+* OpenMP teams (libgomp) spin after a region and stole the cores from BLAS and from
+  airi's threads; the kernels' ``prange`` loops, always run with one thread, are gone.
+* The GEMMs are NumPy calls: a compiled chunk pipeline (im2col -> GEMM -> bias under
+  one ``nogil``) would need a BLAS callable from C, and NumPy exposes none (SciPy's
+  Cython BLAS is not a dependency).
+
 Each thread gets its scratch buffers from :func:`workspace`; they live across calls,
-so a training step allocates no large temporary arrays after the first one.
-
-BLAS is capped to one thread through ``threadpoolctl`` (an optional dependency). Without
-it airi cannot change BLAS's thread count, so the chunks run one after the other on
-the calling thread and BLAS keeps its own threads.
+so a training step allocates no large temporary arrays after the first one. BLAS is
+capped to one thread through ``threadpoolctl``; without it airi cannot change BLAS's
+thread count, so the chunks run one after the other on the calling thread.
 """
 import itertools
 import threading
