@@ -8,10 +8,10 @@ spinning), and reports the median of ``--repeat`` calls.
 Run:  python benchmarks/bench_kernels.py [--threads 2] [--repeat 7] [--json out.json]
 Targets (issue 6): col2im >= 3x and max-pool forward+backward >= 5x faster than NumPy.
 
-Run it on an otherwise idle machine: when other processes keep the cores busy, an
-OpenMP team waits for its descheduled threads at the end of every call, and compiled
-timings of a few tenths of a millisecond turn into 10 ms outliers (``--threads 1``,
-or ``OMP_WAIT_POLICY=PASSIVE``, is then the fairer measurement).
+Run it on an otherwise idle machine: when other processes keep the cores busy, a
+thread handing a slice of the batch to another waits for a time slice, and compiled
+timings of a few tenths of a millisecond turn into outliers (``--threads 1`` is then
+the fairer measurement).
 """
 import argparse
 import json
@@ -38,11 +38,13 @@ if ARGS.threads:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(ARGS.threads))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
 from airi import _backend  # noqa: E402
+import machine  # noqa: E402
 import airi.functional as F  # noqa: E402
 
 # (N, C, H=W, k, pad), stride 1: the issue-6 conv shapes and the seed CIFAR conv2
@@ -115,6 +117,7 @@ def main():
     dtype = np.dtype(ARGS.dtype)
     rng = np.random.default_rng(0)
     rows = []
+    print(machine.describe())
     print(f"airi kernels, {dtype}, {airi.get_num_threads()} threads, "
           f"median of {ARGS.repeat} (ms)")
     header = f"{'kernel':<16} {'shape':<24} {'numpy':>9} {'compiled':>9} {'speedup':>8}"
@@ -133,7 +136,7 @@ def main():
     if ARGS.json:
         meta = dict(dtype=str(dtype), threads=airi.get_num_threads(), repeat=ARGS.repeat,
                     numpy=np.__version__, python=platform.python_version(),
-                    machine=platform.machine(), cpus=os.cpu_count())
+                    machine=machine.info())
         with open(ARGS.json, "w") as f:
             json.dump(dict(meta=meta, results=rows), f, indent=2)
         print(f"wrote {ARGS.json}")

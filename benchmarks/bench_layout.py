@@ -48,11 +48,13 @@ ARGS = _parse()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
 from airi import _backend  # noqa: E402
+import machine  # noqa: E402
 
 if "cython" not in _backend.available_backends():
     sys.exit(f"compiled kernels missing: {_backend.compiled_error()}")
@@ -159,6 +161,7 @@ def main():
     rng = np.random.default_rng(0)
     layouts = [PerSample, Cs231n, Rows]
     totals = {cls.name: 0.0 for cls in layouts}
+    print(machine.describe())
     print(f"dtype {dtype}, {ARGS.threads} threads, median of {ARGS.repeat}; ms")
     print(f"{'shape N,C,HxW,F,k,p':<24}" + "".join(f"{c.name:>28}" for c in layouts))
     results = []
