@@ -264,3 +264,29 @@ def test_layers_never_import_the_thread_pool_or_the_backend():
     offenders = [path for path in glob.glob(os.path.join(layers, "*.py"))
                  if pattern.search(open(path).read())]
     assert offenders == []
+
+
+# ------------------------------------------------------- the thread owner
+def test_parallel_run_covers_every_chunk_once_and_reraises(monkeypatch):
+    """airi._parallel.run: every chunk runs exactly once, on workers 0..n-1; an error
+    in any worker reaches the caller; a nested region runs on its caller's thread."""
+    from airi import _parallel
+    airi.set_num_threads(2)
+    monkeypatch.setattr(_parallel, "workers_available", lambda: 2)
+    seen, workers = [], set()
+
+    def record(worker, start, stop):
+        seen.extend(range(start, stop))
+        workers.add(worker)
+        nested = []
+        _parallel.run(lambda w, a, b: nested.append((w, a, b)), 4, 1)
+        assert [n[0] for n in nested] == [0] * 4       # stayed on this thread
+    assert _parallel.run(record, 23, 2) == 2
+    assert sorted(seen) == list(range(23)) and workers <= {0, 1}
+
+    def fail(worker, start, stop):
+        if start == 10:
+            raise KeyError("chunk 10")
+    with pytest.raises(KeyError, match="chunk 10"):
+        _parallel.run(fail, 20, 1)
+    assert _parallel.run(lambda w, a, b: None, 20, 1) == 2  # the team still works
