@@ -72,14 +72,15 @@ def direct_passes(dtype, C, F, kernel, stride, pad, H, W):
         return False, False, False
     (kh, kw), (ph, pw) = kernel, pad
     out_pixels = (H + 2 * ph - kh + 1) * (W + 2 * pw - kw + 1)
-    dx_fits = C % 16 == 0 and ph <= kh - 1 and pw <= kw - 1 and min(H, W) >= 16
+    dx_fits = C % 16 == 0 and ph <= kh - 1 and pw <= kw - 1    # what the kernel takes
+    dw_fits = kw in (3, 5, 7)
     forward = F <= 64
     if level >= 2:  # AVX-512
-        dx = dx_fits and (kh - 1) * 4 <= H and (kw - 1) * 4 <= W
-        dw = kw in (3, 5, 7) and C >= 16
+        dx = dx_fits and min(H, W) >= 16 and (kh - 1) * 4 <= H and (kw - 1) * 4 <= W
+        dw = dw_fits and C >= 16
     else:           # AVX2
-        dx = dx_fits and (F == 16 or (kh, kw) == (3, 3) and F <= 32)
-        dw = kw in (3, 5, 7) and C >= 16 and F <= 32 and (F == 16 or kw >= 5 or out_pixels <= 256)
+        dx = dx_fits and (F == 16 or (kh, kw) == (3, 3) and F <= 32 and min(H, W) >= 16)
+        dw = dw_fits and (F == 16 or F == 32 and C >= 16 and (kw >= 5 or out_pixels <= 256))
     return forward, dx, dw
 
 

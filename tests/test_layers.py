@@ -512,7 +512,7 @@ DIRECT_LAYER_CASES = [
     (5, 16, 14, 14, 32, 5, 0),     # LeNet conv2: forward + dW direct, dx by col2im
     (2, 16, 16, 17, 16, 5, 0),     # all three direct
     (2, 16, 16, 16, 48, 3, 1),     # all three direct, 3x3, F = 48
-    (4, 3, 12, 12, 16, 5, 0),      # C = 3: dx and dW by im2col + GEMM
+    (4, 3, 12, 12, 16, 5, 0),      # C = 3: dx by col2im (dW: direct on AVX2 only)
     (3, 16, 9, 10, 48, 3, 1),      # small image: dx by col2im
     (2, 32, 8, 8, 64, 3, 1),
     (3, 16, 10, 10, 16, 7, 3),
@@ -545,8 +545,8 @@ def _expected_plan(level, C, H, W, F, k, pad):
         return (forward, C % 16 == 0 and min(H, W) >= 16 and (k - 1) * 4 <= min(H, W),
                 k in (3, 5, 7) and C >= 16)
     out_pixels = (H + 2 * pad - k + 1) * (W + 2 * pad - k + 1)
-    dx = C % 16 == 0 and min(H, W) >= 16 and (F == 16 or k == 3 and F <= 32)
-    dw = k in (3, 5, 7) and C >= 16 and F <= 32 and (F == 16 or k >= 5 or out_pixels <= 256)
+    dx = C % 16 == 0 and (F == 16 or k == 3 and F <= 32 and min(H, W) >= 16)
+    dw = k in (3, 5, 7) and (F == 16 or F == 32 and C >= 16 and (k >= 5 or out_pixels <= 256))
     return forward, dx, dw
 
 
