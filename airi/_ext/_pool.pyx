@@ -386,7 +386,7 @@ def maxpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
                          Py_ssize_t sh, Py_ssize_t sw):
     """Write the max of each window of x (N, C, H, W) into out and the tap of its first
     maximum into argmax, both (N, C, Ho, Wo) and C-contiguous; argmax is np.uint8 or
-    np.intp (``airi._backend.maxpool_tap_dtype``; uint8 needs kh * kw <= 256)."""
+    np.intp (``airi.functional.maxpool_tap_dtype``; uint8 needs kh * kw <= 256)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho, Wo, plane
     Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
