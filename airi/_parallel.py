@@ -25,6 +25,7 @@ capped to one thread through ``threadpoolctl``; without it airi cannot change BL
 thread count, so the chunks run one after the other on the calling thread.
 """
 import itertools
+import math
 import os
 import threading
 
@@ -203,7 +204,7 @@ def workspace(worker, slot, shape, dtype):
     request of the same ``(worker, slot)``. Contents are undefined (like np.empty).
     """
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     key = (worker, slot)
     buf = _buffers.get(key)
     if buf is None or buf.nbytes < nbytes:
