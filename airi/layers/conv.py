@@ -15,7 +15,7 @@ from .. import functional as F
 from .. import init as initializers
 from .._config import resolve_dtype
 from ..functional._checks import pair, require_float
-from .base import Layer, _positive_int
+from .base import Layer, StateChecker, _positive_int
 
 __all__ = ["Conv2D"]
 
@@ -80,6 +80,20 @@ class Conv2D(Layer):
             self.add_param("b", initializers.zeros((self.num_filters,), dtype=dtype))
         self.x = None
         self.cols = None
+
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        C = check.positive_int("in_channels")
+        filters = check.positive_int("num_filters")
+        kernel = check.int_pair("filter_size", 1)
+        check.int_pair("stride", 1)
+        check.int_pair("pad", 0)
+        shapes = {"W": (filters, C) + kernel}
+        if check.boolean("bias"):
+            shapes["b"] = (filters,)
+        check.params(shapes, ("num_filters", "in_channels", "filter_size"))
 
     def output_shape(self, x_shape):
         """The output shape (N, F, Ho, Wo) for an input of shape (N, C, H, W)."""

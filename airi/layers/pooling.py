@@ -5,7 +5,7 @@ The layers keep the window and the cache; the maths is in :mod:`airi.functional`
 """
 from .. import functional as F
 from ..functional._checks import pair, require_float
-from .base import Layer
+from .base import Layer, StateChecker
 
 __all__ = ["MaxPool2D", "AvgPool2D"]
 
@@ -22,6 +22,14 @@ class _Pool2D(Layer):
             raise ValueError(f"{self._name()}: pool_size and stride must be >= 1, got "
                              f"pool_size={self.pool_size}, stride={self.stride}")
         self.x_shape = None
+
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        check.int_pair("pool_size", 1)
+        check.int_pair("stride", 1)
+        check.params({})
 
     def output_shape(self, x_shape):
         """(N, C, H, W) -> (N, C, Ho, Wo) with Ho = (H - kh) // sh + 1 (Wo likewise)."""
