@@ -1,17 +1,19 @@
 """Build script for airi's compiled kernels.
 
-``pip install .`` compiles every ``airi/_ext/*.pyx`` with optimisation and, when the
-compiler accepts it, OpenMP. A compiler without OpenMP still builds (the kernels then
-run on one thread), and a failed compilation of the extensions is fatal only when
-``AIRI_REQUIRE_COMPILED=1``: otherwise airi installs and runs on its NumPy kernels.
+``pip install .`` compiles every ``airi/_ext/*.pyx`` (and the C sources of
+``airi/_ext/src``) with optimisation. The kernels are single-threaded: airi's own
+threads (airi/_parallel.py) run them on slices of the batch, so no OpenMP is needed. A
+failed compilation of the extensions is fatal only when ``AIRI_REQUIRE_COMPILED=1``:
+otherwise airi installs and runs on its NumPy kernels.
 
 What the build does, and why (figures in benchmarks/README.md, "Install time"):
 
 * Cython runs on all .pyx files at once, in parallel, and the memoryview support code
   Cython would paste into every module goes into one shared module
   (``airi._ext._cyutility``), compiled once instead of four times.
-* Every C source of every extension is compiled in parallel (one job per core, the
-  biggest first); then each extension is linked.
+* Every C source of every extension (the direct convolution's instruction-set versions
+  are separate files of src/) is compiled in parallel, one job per core, the biggest
+  first; then each extension is linked.
 * Kernels get ``-O3 -g0 -fno-wrapv``: no debug info, and signed overflow stays
   undefined (Python's own ``-fwrapv`` made the direct convolution compile 4x slower).
   The shared Cython support module gets ``-O2``: it holds no hot loops.
@@ -27,12 +29,9 @@ import glob
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
-import textwrap
 import threading
 import time
 
@@ -52,31 +51,6 @@ CYTHON_DIRECTIVES = {
 SHARED_UTILITY = "airi._ext._cyutility"
 BUILD_INFO = "_build_info.py"  # in airi/_ext: the outcome of the last build
 _print_lock = threading.Lock()
-
-
-def _compiler_accepts(compiler, flags, link_flags=()):
-    """True when ``compiler`` compiles and links a tiny OpenMP program with ``flags``."""
-    tmp = tempfile.mkdtemp(prefix="airi-omp-")
-    try:
-        src = os.path.join(tmp, "omp_check.c")
-        with open(src, "w") as f:
-            f.write(textwrap.dedent("""
-                #include <omp.h>
-                int main(void) {
-                    int n = 0;
-                    #pragma omp parallel reduction(+:n)
-                    n += 1;
-                    return n > 0 ? 0 : 1;
-                }
-            """))
-        objs = compiler.compile([src], output_dir=tmp, extra_postargs=list(flags))
-        compiler.link_executable(objs, os.path.join(tmp, "omp_check"),
-                                 extra_postargs=list(link_flags))
-        return True
-    except Exception:
-        return False
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def first_error_line(output):
@@ -220,25 +194,13 @@ class AiriBuildExt(build_ext):
             raise failures[0]
 
     def _configure_flags(self):
-        ctype = self.compiler.compiler_type
-        if ctype == "msvc":
-            opt, glue_opt, omp, omp_link = ["/O2"], ["/O2"], ["/openmp"], []
+        if self.compiler.compiler_type == "msvc":
+            opt = glue_opt = ["/O2"]
         else:
             opt = ["-O3", "-g0", "-fno-wrapv"]
             glue_opt = ["-O2", "-g0", "-fno-wrapv"]
-            omp, omp_link = ["-fopenmp"], ["-fopenmp"]
-        if os.environ.get("AIRI_NO_OPENMP", "0") == "1":
-            use_omp = False
-            print("airi: building the kernels WITHOUT OpenMP (AIRI_NO_OPENMP=1)")
-        else:
-            use_omp = _compiler_accepts(self.compiler, omp, omp_link)
-            if not use_omp:
-                print("airi: building the kernels WITHOUT OpenMP (the compiler does not "
-                      "support it); their prange loops run serially")
         for ext in self.extensions:
-            ext.extra_compile_args = (glue_opt if ext.name == SHARED_UTILITY else opt) \
-                + (omp if use_omp else [])
-            ext.extra_link_args = omp_link if use_omp else []
+            ext.extra_compile_args = glue_opt if ext.name == SHARED_UTILITY else opt
 
     # ------------------------------------------------------------- one extension
     def build_extension(self, ext):
@@ -413,15 +375,17 @@ def _extensions():
     import numpy
 
     sources = sorted(glob.glob(os.path.join("airi", "_ext", "*.pyx")))
+    c_dir = os.path.join("airi", "_ext", "src")
+    # C sources compiled into one module: the direct convolution goes into _conv
+    c_sources = {"_conv": sorted(glob.glob(os.path.join(c_dir, "direct_conv*.c")))}
     exts = [
         Extension(
             "airi._ext." + os.path.splitext(os.path.basename(src))[0],
-            [src],
-            include_dirs=[numpy.get_include()],
+            [src] + c_sources.get(os.path.splitext(os.path.basename(src))[0], []),
+            include_dirs=[numpy.get_include(), c_dir],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            # the C helpers (the direct convolution) included from the .pyx: a change
-            # to them rebuilds the module
-            depends=sorted(glob.glob(os.path.join("airi", "_ext", "*.h"))),
+            # a change to a C header rebuilds the module
+            depends=sorted(glob.glob(os.path.join(c_dir, "*.h"))),
         )
         for src in sources
     ]

@@ -138,7 +138,6 @@ def have_compiler():
 def test_an_unchanged_extension_is_not_compiled_again(project, monkeypatch):
     """One real compile of a one-line module (well under a second), then a rebuild
     that reuses it, then a changed source that is compiled again."""
-    monkeypatch.setenv("AIRI_NO_OPENMP", "1")   # skip the OpenMP probe
     setup_module = load_setup()
     command = make_command(setup_module, project)
     command.run()
