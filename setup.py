@@ -89,6 +89,7 @@ class AiriBuildExt(build_ext):
         self._errors = []            # first error line of each failed command
         self._errors_lock = threading.Lock()
         self._generated = {}         # .c written by Cython -> its .pyx
+        self._compiled = {}          # source -> Future of its compile (build_extensions)
 
     def finalize_options(self):
         super().finalize_options()
@@ -181,17 +182,38 @@ class AiriBuildExt(build_ext):
         self._configure_flags()
         self._capture_compiler_output()
         self.check_extensions_list(self.extensions)
-        # biggest first: the longest compile must not start last
-        exts = sorted(self.extensions, key=_source_bytes, reverse=True)
+        exts = self.extensions
         jobs = max(1, self.parallel or 1)
         with concurrent.futures.ThreadPoolExecutor(jobs) as pool, \
                 concurrent.futures.ThreadPoolExecutor(len(exts)) as per_extension:
             self._pool = pool
+            # Every source of every extension to build, biggest first, on one queue:
+            # the longest compile must not start last. build_extension then links
+            # each extension when its objects are there.
+            sources = [(_file_bytes(source), i, ext, source)
+                       for i, ext in enumerate(exts) if not self._up_to_date(ext)
+                       for source in sorted(ext.sources)]
+            for _, _, ext, source in sorted(sources, key=lambda job: (-job[0], job[1])):
+                self._compiled[source] = pool.submit(
+                    self._compile_all, [source], **self._compile_arguments(ext))
             futures = [per_extension.submit(self.build_extension, ext) for ext in exts]
             failures = [f.exception() for f in futures if f.exception() is not None]
         self._pool = None
         if failures:
             raise failures[0]
+
+    def _compile_arguments(self, ext):
+        """What build_ext.build_extension passes to the compiler for ``ext``."""
+        macros = ext.define_macros[:] + [(undef,) for undef in ext.undef_macros]
+        return dict(output_dir=self.build_temp, macros=macros,
+                    include_dirs=ext.include_dirs, debug=self.debug,
+                    extra_postargs=ext.extra_compile_args or [], depends=ext.depends)
+
+    def _up_to_date(self, ext):
+        """True when build/ holds ``ext`` built from these sources, compiler and flags."""
+        stamp = os.path.join(self.build_temp, ext.name + ".key")
+        return (not self.force and os.path.exists(self.get_ext_fullpath(ext.name))
+                and _read(stamp) == self._build_key(ext))
 
     def _configure_flags(self):
         if self.compiler.compiler_type == "msvc":
@@ -207,7 +229,7 @@ class AiriBuildExt(build_ext):
         ext_path = self.get_ext_fullpath(ext.name)
         stamp = os.path.join(self.build_temp, ext.name + ".key")
         key = self._build_key(ext)
-        if not self.force and os.path.exists(ext_path) and _read(stamp) == key:
+        if self._up_to_date(ext):
             with _print_lock:
                 print(f"airi: {ext.name} is up to date (same sources, compiler and flags)")
             return
@@ -241,18 +263,15 @@ class AiriBuildExt(build_ext):
 
     # ---------------------------------------------------- parallel, captured compiles
     def _capture_compiler_output(self):
-        """Each source compiles as its own job on the pool (biggest first), and every
-        command runs through ``_call``, which keeps a failing command's first error
-        line."""
-        compile_all = self.compiler.compile
+        """The compiles that build_extensions queued (each source its own job) are
+        picked up when build_extension asks for them, and every command runs through
+        ``_call``, which keeps a failing command's first error line."""
+        compile_all = self._compile_all = self.compiler.compile
 
         def compile_on_pool(sources, *args, **kwargs):
-            if self._pool is None:
+            if self._pool is None or not all(s in self._compiled for s in sources):
                 return compile_all(sources, *args, **kwargs)
-            ordered = sorted(sources, key=_file_bytes, reverse=True)
-            jobs = {s: self._pool.submit(compile_all, [s], *args, **kwargs)
-                    for s in ordered}
-            return [jobs[s].result()[0] for s in sources]
+            return [self._compiled[s].result()[0] for s in sources]   # queued earlier
 
         self.compiler.compile = compile_on_pool
         if self.compiler.compiler_type != "msvc" and sys.platform != "darwin":
@@ -337,10 +356,6 @@ def _file_bytes(path):
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def _source_bytes(ext):
-    return sum(_file_bytes(s) for s in ext.sources)
 
 
 def _c_files(ext):
