@@ -6,7 +6,9 @@ airi (no download) and prints the held-out accuracy. Each run writes, in ``--out
 - ``model.pkl``       the best model (by validation accuracy, ties to the lower
                       validation loss), for ``airi.load``;
 - ``checkpoint.pkl``  everything needed to continue (``--resume``), updated every epoch;
-- ``metrics.json``    test accuracy/loss, timing, settings and the per-epoch history.
+- ``metrics.json``    test accuracy/loss, timing, settings and the per-epoch history;
+- ``model.onnx``      with ``--export-onnx``: the best model as ONNX (evaluation mode,
+                      dynamic batch), for ONNX Runtime, Netron and other runtimes.
 
 Examples::
 
@@ -103,7 +105,8 @@ def build_parser():
                     "MNIST digits) and report its held-out accuracy.",
         epilog="outputs in --out: model.pkl (the best model, for airi.load), "
                "checkpoint.pkl (for --resume),\nmetrics.json (test accuracy, timing, "
-               "history). Ctrl-C stops after the current batch\nand saves a checkpoint.\n\n"
+               "history), model.onnx (with --export-onnx).\nCtrl-C stops after the "
+               "current batch and saves a checkpoint.\n\n"
                "examples:\n"
                "  python -m airi.train\n"
                "  python -m airi.train --dataset mnist --data-dir data --download\n"
@@ -168,6 +171,10 @@ def build_parser():
                    help="print only the final accuracy")
     p.add_argument("--plots", action="store_true", default=None,
                    help="also write curves.png and filters.png (needs matplotlib)")
+    p.add_argument("--export-onnx", action="store_true", default=None,
+                   help="also write model.onnx beside model.pkl: the best model in "
+                        "evaluation mode, for ONNX Runtime or Netron (needs the onnx "
+                        "package: pip install 'airi[onnx]')")
     # For tests and CI: train and test on the first N images only.
     p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     return p
@@ -479,6 +486,8 @@ def _setup(args):
     except ValueError as exc:
         raise UsageError(f"model {s['model']} does not fit {s['dataset']} images of shape "
                          f"{image_shape}: {_one_line(exc)}") from None
+    if args.export_onnx:
+        _check_onnx_export(model, image_shape)
     try:
         optimizer = _build_optimizer(s, model.parameters())
     except ValueError as exc:
@@ -519,7 +528,31 @@ def _setup(args):
             _stretch_schedule(schedule, s["epochs"], trainer.epoch)
     return dict(settings=s, trainer=trainer, loader=loader, val=val, test=test,
                 out=out, callbacks=[best], summary=summary, parallel=parallel,
-                normalization=normalization, n_train=len(train[0]), resumed=resume_path)
+                normalization=normalization, n_train=len(train[0]), resumed=resume_path,
+                image_shape=image_shape)
+
+
+def _check_onnx_export(model, image_shape):
+    """Before training: --export-onnx will work (onnx installed, the model exports), so
+    a long run does not end without its model.onnx."""
+    from . import onnx as airi_onnx
+    try:
+        airi_onnx.build(model, image_shape)
+    except ImportError as exc:
+        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
+    except ValueError as exc:     # OnnxExportError included
+        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
+
+
+def _export_onnx(model, path, run):
+    """Write the best model as ONNX; the input normalisation (if any) goes into the
+    file's metadata, since the graph expects normalised inputs as the model does."""
+    from . import onnx as airi_onnx
+    metadata = {"airi_model": run["settings"]["model"],
+                "airi_dataset": run["settings"]["dataset"]}
+    if run["normalization"]:
+        metadata["airi_normalization"] = json.dumps(run["normalization"])
+    airi_onnx.export(model, path, run["image_shape"], metadata=metadata)
 
 
 def _main(argv):
@@ -596,6 +629,13 @@ def _main(argv):
     }
     if main_rank:
         _write_json_atomic(metrics, out / "metrics.json")
+        if args.export_onnx:
+            try:
+                _export_onnx(best_model, out / "model.onnx", run)
+            except (ImportError, OSError, ValueError) as exc:
+                print(f"{prog_name()}: error: --export-onnx: {_one_line(exc)}",
+                      file=sys.stderr)
+                return 1
     say(f"Test accuracy {scores['accuracy']:.4f} (loss {scores['loss']:.4f}) on "
         f"{scores['samples']:,} held-out images with the best model (epoch "
         f"{best_cb.best_epoch}); {train_seconds:.1f}s of training. Files in {out}",

@@ -404,3 +404,55 @@ def test_cli_as_a_module_exits_2_on_usage_errors(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "python -m airi.export: error: no such file" in proc.stderr
+
+
+# ----------------------------------------------------- python -m airi.train --export-onnx
+TRAIN_SHORT = ["--limit", "200", "--model", "two_layer", "--batch-size", "50", "--quiet",
+               "--epochs", "1"]
+
+
+def test_train_cli_writes_model_onnx_beside_model_pkl(tmp_path, capsys):
+    from airi.cli import main
+    out = tmp_path / "run"
+    assert main([*TRAIN_SHORT, "--out", str(out), "--export-onnx"]) == 0
+    best = airi.load(out / "model.pkl")
+    x = np.random.default_rng(3).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    assert_close(run_ort(ort_session(str(out / "model.onnx")), x),
+                 best.forward(x, training=False))
+    props = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    assert props["airi_model"] == "two_layer" and props["airi_dataset"] == "mnist-subset"
+    assert "airi_normalization" not in props            # the digits are not normalised
+
+
+def test_train_cli_records_cifar_normalization(tmp_path, capsys):
+    from airi.cli import main
+    from test_cli import write_small_cifar
+    write_small_cifar(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model",
+                 "lenet", "--epochs", "1", "--batch-size", "20", "--out", str(out),
+                 "--quiet", "--export-onnx"]) == 0
+    props = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    normalization = __import__("json").loads(props["airi_normalization"])
+    assert len(normalization["mean"]) == 3 and len(normalization["std"]) == 3
+
+
+def test_train_cli_without_onnx_stops_before_training(tmp_path, capsys, monkeypatch):
+    from airi.cli import main
+
+    def no_onnx():
+        raise ImportError("airi.onnx.export needs the onnx package: pip install "
+                          "'airi[onnx]' (or pip install onnx)")
+    monkeypatch.setattr(airi.onnx, "_import_onnx", no_onnx)
+    out = tmp_path / "run"
+    assert main([*TRAIN_SHORT, "--out", str(out), "--export-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --export-onnx: airi.onnx.export needs the onnx package" in err
+    assert not (out / "model.pkl").exists()              # nothing was trained
+
+
+def test_train_cli_help_lists_export_onnx(capsys):
+    from airi.cli import main
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--export-onnx" in capsys.readouterr().out
