@@ -15,6 +15,7 @@ model does not accept).
 """
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,10 +31,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def prog_name(argv0=None):
+    """``"airi-export"`` for the console script, else ``"python -m airi.export"``."""
+    name = os.path.basename(sys.argv[0] if argv0 is None else argv0 or "")
+    return "airi-export" if name.startswith("airi-export") else PROG
+
+
 def build_parser():
-    p = _Parser(prog=PROG, description="Write a saved airi model (model.pkl, or a "
-                "checkpoint) as an ONNX file, in evaluation mode with a dynamic batch axis.",
-                epilog=__doc__.split("Examples::")[1].split("The model file")[0],
+    p = _Parser(prog=prog_name(),
+                description="Write a saved airi model (model.pkl, or a checkpoint) as an "
+                "ONNX file,\nin evaluation mode with a dynamic batch axis.",
+                epilog="examples:\n  python -m airi.export runs/RUN/model.pkl lenet.onnx "
+                "--input-shape 1 28 28\n  python -m airi.export model.pkl mlp.onnx "
+                "--input-shape 784 --opset 13\n\nexit status: 0 written, 1 the export "
+                "failed, 2 a usage error",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL.pkl", help="a file written by airi.save "
                    "(model.pkl of python -m airi.train, or its checkpoint.pkl)")
@@ -100,10 +111,10 @@ def main(argv=None):
     try:
         return _run(argv)
     except UsageError as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{prog_name()}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except (ImportError, OSError, ValueError) as exc:   # OnnxExportError is a ValueError
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{prog_name()}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -456,3 +456,11 @@ def test_train_cli_help_lists_export_onnx(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--export-onnx" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv0, prog", [("/usr/bin/airi-export", "airi-export"),
+                                         ("/x/airi/export.py", "python -m airi.export"),
+                                         ("", "python -m airi.export")])
+def test_cli_names_itself_as_it_was_run(argv0, prog):
+    from airi.export import prog_name
+    assert prog_name(argv0) == prog
