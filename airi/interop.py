@@ -33,8 +33,9 @@ momentum)``                  ``bias`` = beta, ``running_mean``, ``running_var``,
                              the identity): ``"body.<...>"``, ``"shortcut.<...>"``
 a layer of your own          its sub-layers under the attribute names it holds them by
                              (``"block.0.weight"``), as a torch module with the same
-                             attribute names; its own Parameters under their airi names,
-                             unchanged (name them as your torch module does)
+                             attribute names; its own Parameters and buffers
+                             (``_buffer_names``) under their airi names, unchanged (name
+                             them as your torch module does)
 ============================ ============================================================
 
 So an entry's name is the airi path of its layer (the prefix of
@@ -90,6 +91,9 @@ def _batches_entry(layer):
 
 def _own_params(layer):
     """The Parameters a layer holds itself (not those of its sub-layers), by name."""
+    own = getattr(layer, "_own_named_parameters", None)     # nested layers (issue 15)
+    if callable(own):
+        return dict(own())
     params = getattr(layer, "params", {})
     # a container's ``params`` also lists its sub-layers' Parameters, by dotted names
     # ("0.W", "body.1.gamma"); the layer's own have plain names
@@ -109,7 +113,10 @@ def _children(layer):
 
 def _layer_entries(layer):
     """PyTorch name -> _Entry of the tensors a layer holds itself."""
+    from . import Sequential
     from .layers import BatchNorm1D, BatchNorm2D, Conv2D, Linear
+    if isinstance(layer, Sequential):
+        return {}                       # only its layers hold tensors
     params = _own_params(layer)
     if isinstance(layer, (Conv2D, Linear)):
         entries = {}
@@ -127,7 +134,11 @@ def _layer_entries(layer):
                 "running_mean": _array_entry(layer, "running_mean"),
                 "running_var": _array_entry(layer, "running_var"),
                 "num_batches_tracked": _batches_entry(layer)}
-    return {name: _param_entry(p) for name, p in params.items()}
+    entries = {name: _param_entry(p) for name, p in params.items()}
+    for name in getattr(type(layer), "_buffer_names", ()):     # a user layer's buffers
+        if isinstance(getattr(layer, name, None), np.ndarray):
+            entries[name] = _array_entry(layer, name)
+    return entries
 
 
 def _entries(model):

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["export", "OnnxGraph", "OnnxExportError", "register_exporter",
+__all__ = ["export", "build", "OnnxGraph", "OnnxExportError", "register_exporter",
            "exporter_for", "DEFAULT_OPSET", "MIN_OPSET", "INPUT_NAME", "OUTPUT_NAME",
            "BATCH_DIM"]
 

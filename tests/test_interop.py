@@ -89,11 +89,14 @@ def test_residual_names_follow_the_body_and_shortcut_attributes():
                     "1.shortcut.0.weight"]
 
 
-def test_a_users_layer_keeps_its_parameter_names():
+def test_a_users_layer_keeps_its_parameter_and_buffer_names():
     class Scale(L.Layer):
+        _buffer_names = ("calls",)
+
         def __init__(self):
             super().__init__()
             self.add_param("weight", np.ones(3, np.float32))
+            self.calls = np.zeros(1)
 
         def forward(self, x, training=None):
             return x * self.weight.data
@@ -103,10 +106,12 @@ def test_a_users_layer_keeps_its_parameter_names():
 
     model = airi.Sequential(L.Linear(2, 3), Scale())
     state = torch_state_dict(model)
-    assert list(state) == ["0.weight", "0.bias", "1.weight"]
+    assert list(state) == ["0.weight", "0.bias", "1.weight", "1.calls"]
     state["1.weight"] = np.array([1.0, 2.0, 3.0])
+    state["1.calls"] = np.array([4.0])
     load_torch_state_dict(model, state)
     np.testing.assert_array_equal(model[1].weight.data, [1, 2, 3])
+    np.testing.assert_array_equal(model[1].calls, [4.0])
 
 
 # ------------------------------------------------------------------------ the checks
