@@ -265,6 +265,33 @@ def test_a_layer_exports_itself_with_to_onnx(tmp_path):
     assert "1.s" in names
 
 
+class Gated(L.Layer):
+    """A user's block with sub-layers: y = value(x) * sigmoid(gate(x))."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.value = L.Linear(n, n)
+        self.gate = airi.Sequential(L.Linear(n, n), L.Sigmoid())
+
+    def forward(self, x, training=None):
+        return self.value.forward(x, training) * self.gate.forward(x, training)
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def to_onnx(self, graph, x):
+        return graph.node("Mul", [graph.layer(self.value, x, "value"),
+                                  graph.layer(self.gate, x, "gate")])
+
+
+def test_a_users_block_exports_its_sub_layers_with_graph_layer(tmp_path):
+    airi.seed(9)
+    model = airi.Sequential(L.Linear(3, 4), Gated(4), L.Relu())
+    check_against_airi(model, (3,), tmp_path / "m.onnx")
+    names = [t.name for t in onnx.load(str(tmp_path / "m.onnx")).graph.initializer]
+    assert names == ["0.W", "0.b", "1.value.W", "1.value.b", "1.gate.0.W", "1.gate.0.b"]
+
+
 def test_register_exporter_for_a_class(tmp_path):
     class Tripler(Doubler):
         def forward(self, x, training=None):
