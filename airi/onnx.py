@@ -161,6 +161,9 @@ class OnnxGraph:
         str
             The name of the node's output tensor (``"<scope>.<op_type>"``, made unique).
         """
+        if isinstance(inputs, str):
+            raise TypeError(f"{self._where()}: OnnxGraph.node({op_type!r}, inputs): inputs "
+                            f"must be a list of tensor names, got the string {inputs!r}")
         for name in inputs:
             if name and name not in self._tensors:
                 raise OnnxExportError(f"{self._where()}: node {op_type} reads {name!r}, "
@@ -182,7 +185,11 @@ class OnnxGraph:
         str
             The name of the sub-layer's output tensor.
         """
-        self._scope.append(str(name))
+        name = str(name)
+        if not name or "." in name and not all(name.split(".")):
+            raise ValueError(f"{self._where()}: OnnxGraph.layer needs a name for the "
+                             f"sub-layer (e.g. its attribute name), got {name!r}")
+        self._scope.append(name)
         try:
             return self._export(layer, x)
         finally:

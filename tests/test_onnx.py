@@ -333,6 +333,21 @@ def test_a_to_onnx_that_returns_nonsense_is_named(tmp_path):
         airi.onnx.export(airi.Sequential(Broken()), tmp_path / "m.onnx", (2,))
 
 
+def test_graph_api_misuse_is_named(tmp_path):
+    class StringInputs(Doubler):
+        def to_onnx(self, graph, x):
+            return graph.node("Relu", x)
+
+    class Unnamed(Doubler):
+        def to_onnx(self, graph, x):
+            return graph.layer(L.Relu(), x, "")
+
+    with pytest.raises(TypeError, match="inputs must be a list of tensor names"):
+        airi.onnx.export(airi.Sequential(StringInputs()), tmp_path / "m.onnx", (2,))
+    with pytest.raises(ValueError, match="OnnxGraph.layer needs a name"):
+        airi.onnx.export(airi.Sequential(Unnamed()), tmp_path / "m.onnx", (2,))
+
+
 def test_a_to_onnx_that_builds_a_wrong_shape_fails_the_checker(tmp_path):
     class WrongShape(Doubler):
         def to_onnx(self, graph, x):      # drops the feature axis: (N, 2) -> (N,)
