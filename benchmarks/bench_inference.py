@@ -209,7 +209,8 @@ def calls_for(runner, x, budget):
 def bench(name, runners, shape):
     results = {}
     for batch in ARGS.batches:
-        x = np.random.default_rng(batch).standard_normal((batch,) + shape).astype(np.float32)
+        x = np.random.default_rng(batch).standard_normal((batch,) + shape)
+        x = x.astype(np.float32)
         reference = runners["airi"](x) if "airi" in runners else None
         agreement = {}
         for c, r in runners.items():

@@ -70,8 +70,9 @@ def every_layer_model(head="softmax", dropout=0.3, nets=HAVE_NETS, dtype=None):
     ]
     if nets:
         trunk += [
-            L.Residual(airi.Sequential(L.Conv2D(8, 8, 3, pad=1, **kw), L.BatchNorm2D(8, **kw),
-                                       L.Relu(), L.Conv2D(8, 8, 3, pad=1, **kw))),
+            L.Residual(airi.Sequential(L.Conv2D(8, 8, 3, pad=1, **kw),
+                                       L.BatchNorm2D(8, **kw), L.Relu(),
+                                       L.Conv2D(8, 8, 3, pad=1, **kw))),
             L.Residual(airi.Sequential(L.Conv2D(8, 12, 3, stride=2, pad=1, **kw),
                                        L.Sigmoid()),
                        airi.Sequential(L.Conv2D(8, 12, 1, stride=2, bias=False, **kw),

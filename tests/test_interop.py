@@ -2,7 +2,6 @@
 ``load_torch_state_dict`` round trip exactly, use PyTorch's names and layouts, check
 every name and shape; with torch installed, a torch.nn model built layer for layer and
 loaded with airi's weights computes airi's outputs (training and evaluation mode)."""
-import copy
 import re
 from pathlib import Path
 

@@ -3,7 +3,9 @@ airi's evaluation-mode forward; the graph is valid, named and dynamic in the bat
 export leaves the model as it was; a layer without an exporter is a clear error; the
 ``python -m airi.export`` command line."""
 import copy
+import json
 import pickle
+import re
 import subprocess
 import sys
 
@@ -143,7 +145,8 @@ def test_the_graph_is_valid_named_dynamic_and_versioned(tmp_path):
     onnx.checker.check_model(loaded, full_check=True)
     (inp,), (out,) = loaded.graph.input, loaded.graph.output
     assert (inp.name, out.name) == ("input", "output")
-    dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa
+    def dims(value):
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
     assert dims(inp) == ["batch", 1, 28, 28]
     assert dims(out) == ["batch", 10]
     props = {p.key: p.value for p in loaded.metadata_props}
@@ -158,7 +161,8 @@ def test_the_graph_is_valid_named_dynamic_and_versioned(tmp_path):
 def test_export_leaves_the_model_as_it_was(tmp_path):
     airi.seed(4)
     model = randomize_batchnorm(every_layer_model())
-    x = np.random.default_rng(1).standard_normal((5,) + EVERY_LAYER_INPUT).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((5,) + EVERY_LAYER_INPUT)
+    x = x.astype(np.float32)
     model.train()
     model.forward(x)                                  # training caches now exist
     before = pickle.dumps(model)
@@ -430,13 +434,13 @@ def test_cli_errors(case, status, message, tmp_path, capsys):
         finally:
             airi.serialization.unregister_safe(Doubler)
         err = capsys.readouterr().err
-        assert err.startswith("python -m airi.export: error:") and len(err.splitlines()) == 1
-        assert __import__("re").search(message, err), err
+        assert err.startswith("python -m airi.export: error:")
+        assert len(err.splitlines()) == 1 and re.search(message, err), err
         return
     assert export_main(*args) == status
     err = capsys.readouterr().err
-    assert err.startswith("python -m airi.export: error:") and len(err.splitlines()) == 1
-    assert __import__("re").search(message, err), err
+    assert err.startswith("python -m airi.export: error:")
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -475,7 +479,7 @@ def test_train_cli_records_cifar_normalization(tmp_path, capsys):
                  "lenet", "--epochs", "1", "--batch-size", "20", "--out", str(out),
                  "--quiet", "--export-onnx"]) == 0
     props = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
-    normalization = __import__("json").loads(props["airi_normalization"])
+    normalization = json.loads(props["airi_normalization"])
     assert len(normalization["mean"]) == 3 and len(normalization["std"]) == 3
 
 
