@@ -27,5 +27,5 @@ from . import serialization
 from .serialization import save, load, register_safe, ModelFileError, UnsafeModelError
 from .trainer import Trainer  # noqa: E402  (training part)
 from . import models  # noqa: E402
-from . import distributed  # noqa: E402  (data-parallel training on MPI; mpi4py imported lazily)
 from . import onnx, interop  # noqa: E402  (ONNX export; the onnx package is imported lazily)
+from . import distributed  # noqa: E402  (data-parallel training on MPI; mpi4py imported lazily)

@@ -6,9 +6,7 @@ airi (no download) and prints the held-out accuracy. Each run writes, in ``--out
 - ``model.pkl``       the best model (by validation accuracy, ties to the lower
                       validation loss), for ``airi.load``;
 - ``checkpoint.pkl``  everything needed to continue (``--resume``), updated every epoch;
-- ``metrics.json``    test accuracy/loss, timing, settings and the per-epoch history;
-- ``model.onnx``      with ``--export-onnx``: the best model as ONNX (evaluation mode,
-                      dynamic batch), for ONNX Runtime, Netron and other runtimes.
+- ``metrics.json``    test accuracy/loss, timing, settings and the per-epoch history.
 
 Examples::
 
@@ -105,8 +103,7 @@ def build_parser():
                     "MNIST digits) and report its held-out accuracy.",
         epilog="outputs in --out: model.pkl (the best model, for airi.load), "
                "checkpoint.pkl (for --resume),\nmetrics.json (test accuracy, timing, "
-               "history), model.onnx (with --export-onnx).\nCtrl-C stops after the "
-               "current batch and saves a checkpoint.\n\n"
+               "history). Ctrl-C stops after the current batch\nand saves a checkpoint.\n\n"
                "examples:\n"
                "  python -m airi.train\n"
                "  python -m airi.train --dataset mnist --data-dir data --download\n"
@@ -418,6 +415,30 @@ def _write_plots(out, history, model, say):
         say(f"--plots skipped: {type(exc).__name__}: {exc}")
 
 
+def _check_onnx_export(model, image_shape):
+    """Before training: --export-onnx will work (onnx installed, the model exports), so
+    a long run does not end without its model.onnx."""
+    from . import onnx as airi_onnx
+    try:
+        airi_onnx.build(model, image_shape)
+    except ImportError as exc:
+        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
+    except ValueError as exc:     # OnnxExportError included
+        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
+
+
+def _export_onnx(model, path, run):
+    """Write the best model as ONNX; the input normalisation (if any) goes into the
+    file's metadata, since the graph expects normalised inputs as the model does."""
+    from . import onnx as airi_onnx
+    metadata = {"airi_model": run["settings"]["model"],
+                "airi_dataset": run["settings"]["dataset"]}
+    if run["normalization"]:
+        metadata["airi_normalization"] = json.dumps(run["normalization"])
+    image_shape = tuple(run["test"][0].shape[1:])        # as the training images
+    airi_onnx.export(model, path, image_shape, metadata=metadata)
+
+
 # ------------------------------------------------------------------ main
 def _one_line(exc):
     return " ".join(str(exc).split()) or type(exc).__name__
@@ -528,31 +549,7 @@ def _setup(args):
             _stretch_schedule(schedule, s["epochs"], trainer.epoch)
     return dict(settings=s, trainer=trainer, loader=loader, val=val, test=test,
                 out=out, callbacks=[best], summary=summary, parallel=parallel,
-                normalization=normalization, n_train=len(train[0]), resumed=resume_path,
-                image_shape=image_shape)
-
-
-def _check_onnx_export(model, image_shape):
-    """Before training: --export-onnx will work (onnx installed, the model exports), so
-    a long run does not end without its model.onnx."""
-    from . import onnx as airi_onnx
-    try:
-        airi_onnx.build(model, image_shape)
-    except ImportError as exc:
-        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
-    except ValueError as exc:     # OnnxExportError included
-        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
-
-
-def _export_onnx(model, path, run):
-    """Write the best model as ONNX; the input normalisation (if any) goes into the
-    file's metadata, since the graph expects normalised inputs as the model does."""
-    from . import onnx as airi_onnx
-    metadata = {"airi_model": run["settings"]["model"],
-                "airi_dataset": run["settings"]["dataset"]}
-    if run["normalization"]:
-        metadata["airi_normalization"] = json.dumps(run["normalization"])
-    airi_onnx.export(model, path, run["image_shape"], metadata=metadata)
+                normalization=normalization, n_train=len(train[0]), resumed=resume_path)
 
 
 def _main(argv):
