@@ -25,6 +25,7 @@ Run::
 import argparse
 import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -63,7 +64,34 @@ import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
 from airi.interop import torch_state_dict  # noqa: E402
-from machine import describe, machine_info  # noqa: E402
+
+try:   # the benchmarks' shared machine description (benchmarks/machine.py)
+    from machine import describe, info as machine_info  # noqa: E402
+except ImportError:
+    machine_info = None
+
+
+def _machine():
+    """(one line, dict) describing the CPU: model and vector instruction set."""
+    if machine_info is not None:
+        return describe(), machine_info()
+    model, flags = None, set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model is None:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"),
+                                        ("avx", "AVX")) if flag in flags), "baseline")
+    found = dict(cpu=model or platform.processor() or platform.machine(), isa=isa,
+                 cores=os.cpu_count(), machine=platform.machine(),
+                 python=platform.python_version())
+    return f"machine: {found['cpu']}, {found['cores']} cores, {isa}", found
 
 
 # ================================================================== the models
@@ -291,10 +319,10 @@ def main():
         print("torch is not installed: skipped")
         configs.remove("torch")
 
-    info = machine_info()
+    machine_line, info = _machine()
     print(f"airi inference throughput (eval mode), float32, {ARGS.threads} threads, "
           f"{ARGS.rounds} interleaved rounds (median); backend {airi.backend()}")
-    print(describe(info))
+    print(machine_line)
     print("versions: " + ", ".join(
         f"{n} {m.__version__}" for n, m in (("airi", airi), ("onnxruntime", ort),
                                               ("torch", torch)) if m is not None))
