@@ -7,7 +7,7 @@ array that another layer still needs).
 import numpy as np
 
 from .. import _parallel
-from .base import Layer
+from .base import Layer, StateChecker
 
 __all__ = ["Relu", "ReLU", "LeakyRelu", "Sigmoid", "Tanh"]
 
@@ -83,6 +83,13 @@ class LeakyRelu(_Elementwise):
     def __init__(self, alpha=0.01):
         super().__init__()
         self.alpha = float(alpha)
+
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        check.real("alpha")
+        check.params({})
 
     def forward(self, x, training=None):
         """x (...) -> out (...). Caches the input."""

@@ -57,7 +57,7 @@ import numpy as np
 from .. import _backend, _parallel
 from .._config import resolve_dtype
 from .. import init as initializers
-from .base import Layer, _positive_int
+from .base import Layer, StateChecker, _positive_int
 from .linear import make_weight
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -143,6 +143,19 @@ class Conv2D(Layer):
             self.add_param("b", initializers.zeros((self.num_filters,), dtype=dtype))
         self.x = None
         self.cols = None
+
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        C, F = check.positive_int("in_channels"), check.positive_int("num_filters")
+        kernel = check.int_pair("filter_size", 1)
+        check.int_pair("stride", 1)
+        check.int_pair("pad", 0)
+        shapes = {"W": (F, C) + kernel}
+        if check.boolean("bias"):
+            shapes["b"] = (F,)
+        check.params(shapes, ("num_filters", "in_channels", "filter_size"))
 
     # ----------------------------------------------------------------- helpers
     def output_shape(self, x_shape):

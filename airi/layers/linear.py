@@ -4,7 +4,7 @@ import numpy as np
 from .. import _parallel
 from .. import init as initializers
 from .._config import resolve_dtype
-from .base import Layer, _positive_int
+from .base import Layer, StateChecker, _positive_int
 
 __all__ = ["Linear"]
 
@@ -92,6 +92,17 @@ class Linear(Layer):
         if self.bias:
             self.add_param("b", initializers.zeros((self.hidden_size,), dtype=dtype))
         self.x = None
+
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        D, M = check.positive_int("input_size"), check.positive_int("hidden_size")
+        check.real("reg")
+        shapes = {"W": (D, M)}
+        if check.boolean("bias"):
+            shapes["b"] = (M,)
+        check.params(shapes, ("input_size", "hidden_size"))
 
     def forward(self, x, training=None):
         """x (N, D) -> out (N, M). Caches x when training."""

@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import _backend
 from .._config import resolve_dtype
-from .base import Layer, _positive_int
+from .base import Layer, StateChecker, _positive_int
 
 __all__ = ["BatchNorm1D", "BatchNorm2D", "set_stats_allreduce", "get_stats_allreduce"]
 
@@ -115,6 +115,17 @@ class _BatchNorm(Layer):
         self.running_mean = np.zeros(self.num_features, dtype=dtype)
         self.running_var = np.ones(self.num_features, dtype=dtype)
         self.clear_cache()
+
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        C = check.positive_int("num_features")
+        check.real("eps", 0.0, low_open=True)
+        check.real("momentum", 0.0, 1.0)
+        check.params({"gamma": (C,), "beta": (C,)}, ("num_features",))
+        for name in self._buffer_names:
+            check.buffer(name, (C,), ("num_features",))
 
     # ----------------------------------------------------------------- layout
     @property

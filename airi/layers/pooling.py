@@ -3,7 +3,7 @@
 Both are thin callers of the backend's pooling kernels (compiled, or their NumPy twins).
 """
 from .. import _backend
-from .base import Layer
+from .base import Layer, StateChecker
 from .conv import check_kernel_dtype
 
 __all__ = ["MaxPool2D", "AvgPool2D"]
@@ -21,6 +21,14 @@ class _Pool2D(Layer):
             raise ValueError(f"{self._name()}: pool_size and stride must be >= 1, got "
                              f"pool_size={self.pool_size}, stride={self.stride}")
         self.x_shape = None
+
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        check.int_pair("pool_size", 1)
+        check.int_pair("stride", 1)
+        check.params({})
 
     def output_shape(self, x_shape):
         """(N, C, H, W) -> (N, C, Ho, Wo) with Ho = (H - kh) // sh + 1 (Wo likewise)."""
