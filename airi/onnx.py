@@ -36,11 +36,11 @@ Conventions of the file
   :data:`MIN_OPSET` to the newest the installed ``onnx`` knows); the file's IR version
   is the oldest that opset allows, so older runtimes read it too.
 """
+import contextlib
 import copy
 import numbers
 import os
 import secrets
-from pathlib import Path
 
 import numpy as np
 
@@ -497,14 +497,34 @@ def export(model, path, input_shape, opset=None, *, metadata=None):
     ValueError, TypeError
         A bad ``input_shape`` (or one the model does not accept) or ``opset``.
     """
-    onnx = _import_onnx()
     proto = build(model, input_shape, opset=opset, metadata=metadata)
-    path = Path(os.fspath(path))
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        onnx.save_model(proto, os.fspath(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _write_atomically(path, proto.SerializeToString())
     return proto
+
+
+def _write_atomically(path, data):
+    """Write ``data`` to ``path`` as ``airi.save`` writes model files: into a temporary
+    ``.NAME.<hex>.tmp`` beside it, flushed to disk, then renamed over ``path`` (through
+    a symlink to its target), so a failure leaves any previous file as it was."""
+    from .serialization import fileformat
+    target = os.fspath(path)
+    if os.path.isdir(target):
+        raise IsADirectoryError(21, "cannot write the ONNX file: the path is a directory",
+                                target)
+    real = os.path.realpath(target)
+    directory = os.path.dirname(real) or "."
+    base = os.path.basename(real)
+    fileformat.remove_stale_temp_files(directory, base)
+    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fileformat._copy_mode(real, tmp)
+        os.replace(tmp, real)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fileformat._fsync_directory(directory)

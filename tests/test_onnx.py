@@ -224,6 +224,32 @@ def test_a_failed_export_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
 
 
+def test_a_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"old")
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(airi.onnx.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        airi.onnx.export(airi.models.mlp(), path, (784,))
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_export_writes_through_a_symlink_and_keeps_permissions(tmp_path):
+    target = tmp_path / "real.onnx"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    link = tmp_path / "link.onnx"
+    link.symlink_to(target)
+    airi.onnx.export(airi.models.mlp(), link, (784,))
+    assert link.is_symlink() and onnx.load(str(target)).graph.input[0].name == "input"
+    assert target.stat().st_mode & 0o777 == 0o640
+    with pytest.raises(IsADirectoryError):
+        airi.onnx.export(airi.models.mlp(), tmp_path, (784,))
+
+
 # ------------------------------------------------------------- layers of one's own
 class Doubler(L.Layer):
     """A user's layer without an exporter."""
