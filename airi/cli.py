@@ -419,6 +419,30 @@ def _write_json_atomic(obj, path):
     _fsync_directory(path.parent)
 
 
+def _check_onnx_export(model, image_shape):
+    """Before training: --export-onnx will work (onnx installed, the model exports), so
+    a long run does not end without its model.onnx."""
+    from . import onnx as airi_onnx
+    try:
+        airi_onnx.build(model, image_shape)
+    except ImportError as exc:
+        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
+    except ValueError as exc:     # OnnxExportError included
+        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
+
+
+def _export_onnx(model, path, run):
+    """Write the best model as ONNX; the input normalisation (if any) goes into the
+    file's metadata, since the graph expects normalised inputs as the model does."""
+    from . import onnx as airi_onnx
+    metadata = {"airi_model": run["settings"]["model"],
+                "airi_dataset": run["settings"]["dataset"]}
+    if run["normalization"]:
+        metadata["airi_normalization"] = json.dumps(run["normalization"])
+    image_shape = tuple(run["test"][0].shape[1:])        # as the training images
+    airi_onnx.export(model, path, image_shape, metadata=metadata)
+
+
 def _throughput(history, n_train):
     """(train seconds, images per second) over all epochs of the history."""
     seconds = sum(r["seconds"] for r in history)
@@ -445,30 +469,6 @@ def _write_plots(out, history, model, say):
         say(f"--plots skipped: {exc} (install matplotlib: pip install 'airi[plot]')")
     except Exception as exc:  # a picture is never worth losing the run's results
         say(f"--plots skipped: {type(exc).__name__}: {exc}")
-
-
-def _check_onnx_export(model, image_shape):
-    """Before training: --export-onnx will work (onnx installed, the model exports), so
-    a long run does not end without its model.onnx."""
-    from . import onnx as airi_onnx
-    try:
-        airi_onnx.build(model, image_shape)
-    except ImportError as exc:
-        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
-    except ValueError as exc:     # OnnxExportError included
-        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
-
-
-def _export_onnx(model, path, run):
-    """Write the best model as ONNX; the input normalisation (if any) goes into the
-    file's metadata, since the graph expects normalised inputs as the model does."""
-    from . import onnx as airi_onnx
-    metadata = {"airi_model": run["settings"]["model"],
-                "airi_dataset": run["settings"]["dataset"]}
-    if run["normalization"]:
-        metadata["airi_normalization"] = json.dumps(run["normalization"])
-    image_shape = tuple(run["test"][0].shape[1:])        # as the training images
-    airi_onnx.export(model, path, image_shape, metadata=metadata)
 
 
 # ------------------------------------------------------------------ main
