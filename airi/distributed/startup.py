@@ -126,7 +126,7 @@ def init(threads="auto", timeout=None):
         _world.initialized = True
         return 0, 1
     if "mpi4py.MPI" not in sys.modules:
-        # Only the main thread calls MPI; the kernels' OpenMP threads never do.
+        # Only the main thread calls MPI; airi's helper threads never do.
         mpi4py.rc.thread_level = "funneled"
     from mpi4py import MPI
     _world.MPI = MPI

@@ -48,8 +48,8 @@ class StateChecker:
         return value
 
     def int_pair(self, name, minimum):
-        """A tuple of two Python ints, each >= ``minimum`` (what ``_backend.pair``
-        makes of a constructor argument)."""
+        """A tuple of two Python ints, each >= ``minimum`` (what
+        ``airi.functional.pair`` makes of a constructor argument)."""
         value = self.get(name)
         if not (type(value) is tuple and len(value) == 2
                 and all(type(v) is int and v >= minimum for v in value)):
