@@ -19,7 +19,7 @@ from .losses import CrossEntropyLoss, NLLLoss, MSELoss
 
 from . import viz  # noqa: E402  (pictures; matplotlib is imported lazily inside)
 from . import optim, lr_scheduler
-from .model import Sequential  # noqa: E402
+from .sequential import Sequential  # noqa: E402
 from .layers import Dropout, BatchNorm1D, BatchNorm2D  # noqa: E402
 from .data import DataLoader
 from . import data, datasets

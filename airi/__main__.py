@@ -1,7 +1,7 @@
 """``python -m airi`` is a short form of ``python -m airi.train``."""
 import sys
 
-from .train import main
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

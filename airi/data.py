@@ -17,16 +17,10 @@ airi's shared generator (``airi.seed(n)`` makes it reproducible)::
 import numpy as np
 
 from . import _config
+from .validators import positive_int
 
 __all__ = ["DataLoader", "Compose", "Normalize", "RandomCrop", "RandomShift",
            "RandomHorizontalFlip"]
-
-
-def _check_positive_int(value, name, owner):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _as_array(a, name):
@@ -104,8 +98,8 @@ class DataLoader:
                              f"{tuple(y.shape)}")
         if len(X) == 0:
             raise ValueError("DataLoader: X and y are empty (need at least one sample)")
-        self.batch_size = _check_positive_int(batch_size, "batch_size", "DataLoader")
-        self.world_size = _check_positive_int(world_size, "world_size", "DataLoader")
+        self.batch_size = positive_int(batch_size, "batch_size", "DataLoader")
+        self.world_size = positive_int(world_size, "world_size", "DataLoader")
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) \
                 or not 0 <= rank < self.world_size:
             raise ValueError(f"DataLoader: rank must be an integer in "

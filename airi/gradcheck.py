@@ -9,7 +9,7 @@ import inspect
 import numpy as np
 
 from . import _config
-from .model import call_forward
+from .sequential import call_forward
 
 __all__ = ["gradcheck", "numerical_gradient"]
 

@@ -25,37 +25,10 @@ import bisect
 import math
 
 from .optim import Adam, Optimizer
+from .validators import finite_number, positive_int
 
 __all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
            "LinearLR", "LinearWarmup", "MomentumSchedule", "ChainedScheduler"]
-
-
-def _positive_int(owner, name, value):
-    if isinstance(value, bool) or not isinstance(value, int) and not (
-            hasattr(value, "__index__")):
-        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _float(owner, name, value, low=None, high=None, low_open=False):
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: {name} must be a number, got {value!r}") from None
-    ok = math.isfinite(x)
-    if low is not None:
-        ok = ok and (x > low if low_open else x >= low)
-    if high is not None:
-        ok = ok and x <= high
-    if not ok:
-        lo = "" if low is None else ("(" if low_open else "[") + f"{low}, "
-        hi = "inf)" if high is None else f"{high}]"
-        raise ValueError(f"{owner}: {name} must be a finite number"
-                         + (f" in {lo}{hi}" if lo else "") + f", got {value!r}")
-    return x
 
 
 class _Schedule:
@@ -206,8 +179,8 @@ class StepLR(LRScheduler):
     """
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size = _positive_int("StepLR", "step_size", step_size)
-        self.gamma = _float("StepLR", "gamma", gamma, 0.0, low_open=True)
+        self.step_size = positive_int(step_size, "step_size", "StepLR")
+        self.gamma = finite_number(gamma, "gamma", "StepLR", 0.0, low_open=True)
         super().__init__(optimizer)
 
     def _lr_at(self, epoch):
@@ -228,9 +201,9 @@ class MultiStepLR(LRScheduler):
     """
 
     def __init__(self, optimizer, milestones, gamma=0.1):
-        self.milestones = sorted(_positive_int("MultiStepLR", "milestones[i]", m)
+        self.milestones = sorted(positive_int(m, "milestones[i]", "MultiStepLR")
                                  for m in milestones)
-        self.gamma = _float("MultiStepLR", "gamma", gamma, 0.0, low_open=True)
+        self.gamma = finite_number(gamma, "gamma", "MultiStepLR", 0.0, low_open=True)
         super().__init__(optimizer)
 
     def _lr_at(self, epoch):
@@ -248,7 +221,7 @@ class ExponentialLR(LRScheduler):
     """
 
     def __init__(self, optimizer, gamma):
-        self.gamma = _float("ExponentialLR", "gamma", gamma, 0.0, low_open=True)
+        self.gamma = finite_number(gamma, "gamma", "ExponentialLR", 0.0, low_open=True)
         super().__init__(optimizer)
 
     def _lr_at(self, epoch):
@@ -274,8 +247,8 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
-        self.T_max = _positive_int("CosineAnnealingLR", "T_max", T_max)
-        self.eta_min = _float("CosineAnnealingLR", "eta_min", eta_min, 0.0)
+        self.T_max = positive_int(T_max, "T_max", "CosineAnnealingLR")
+        self.eta_min = finite_number(eta_min, "eta_min", "CosineAnnealingLR", 0.0)
         super().__init__(optimizer)
 
     def _lr_at(self, epoch):
@@ -300,10 +273,10 @@ class LinearLR(LRScheduler):
     """
 
     def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
-        self.start_factor = _float("LinearLR", "start_factor", start_factor, 0.0, 1.0,
+        self.start_factor = finite_number(start_factor, "start_factor", "LinearLR", 0.0, 1.0,
                                    low_open=True)
-        self.end_factor = _float("LinearLR", "end_factor", end_factor, 0.0, 1.0)
-        self.total_iters = _positive_int("LinearLR", "total_iters", total_iters)
+        self.end_factor = finite_number(end_factor, "end_factor", "LinearLR", 0.0, 1.0)
+        self.total_iters = positive_int(total_iters, "total_iters", "LinearLR")
         super().__init__(optimizer)
 
     def _lr_at(self, epoch):
@@ -336,8 +309,8 @@ class LinearWarmup(LRScheduler):
     _nested = ("after",)
 
     def __init__(self, optimizer, warmup_epochs, start_factor=0.1, after=None):
-        self.warmup_epochs = _positive_int("LinearWarmup", "warmup_epochs", warmup_epochs)
-        self.start_factor = _float("LinearWarmup", "start_factor", start_factor, 0.0, 1.0,
+        self.warmup_epochs = positive_int(warmup_epochs, "warmup_epochs", "LinearWarmup")
+        self.start_factor = finite_number(start_factor, "start_factor", "LinearWarmup", 0.0, 1.0,
                                    low_open=True)
         if after is not None:
             if not isinstance(after, LRScheduler):
@@ -388,9 +361,9 @@ class MomentumSchedule(_Schedule):
         if epochs is None:
             raise ValueError("MomentumSchedule: epochs is required, e.g. "
                              "MomentumSchedule(opt, 0.5, 0.99, epochs=10)")
-        self.start = _float("MomentumSchedule", "start", start, 0.0)
-        self.end = _float("MomentumSchedule", "end", end, 0.0)
-        self.epochs = _positive_int("MomentumSchedule", "epochs", epochs)
+        self.start = finite_number(start, "start", "MomentumSchedule", 0.0)
+        self.end = finite_number(end, "end", "MomentumSchedule", 0.0)
+        self.epochs = positive_int(epochs, "epochs", "MomentumSchedule")
         if isinstance(optimizer, Optimizer) and not isinstance(optimizer, Adam) \
                 and "momentum" not in optimizer._hyper_names:
             raise ValueError(f"MomentumSchedule: {type(optimizer).__name__} has no "

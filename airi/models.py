@@ -26,21 +26,21 @@ dense ones ``input_size``.
 ``get_model(name, **kw)`` builds one by name; ``available_models()`` lists the names.
 """
 from .layers import Conv2D, Flatten, Linear, MaxPool2D, Relu
+from .validators import positive_int
 
 __all__ = ["zhou", "softmax_classifier", "two_layer", "mlp", "lenet", "airi_cifar",
            "vgg_small", "resnet", "resnet8", "resnet20", "get_model", "available_models"]
 
 
 def _sequential(*layers):
-    from .model import Sequential
+    from .sequential import Sequential
     return Sequential(*layers)
 
 
 def _check_positive(fn, **values):
     """Each keyword must be an int >= 1 (``Linear(3.5, 2)`` would silently truncate)."""
-    from .layers.base import _positive_int
     for name, value in values.items():
-        _positive_int(value, name, fn)
+        positive_int(value, name, fn)
 
 
 def zhou(num_filters=8, num_classes=10, dtype=None):

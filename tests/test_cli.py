@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import airi
-from airi.train import main
+from airi.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"test_accuracy", "test_loss", "epochs", "train_seconds",
@@ -143,7 +143,7 @@ def test_usage_line_names_the_command_as_it_was_run():
     ("", "airi-train"),
 ])
 def test_prog_name_follows_argv0(argv0, prog, monkeypatch):
-    from airi.train import build_parser, prog_name
+    from airi.cli import build_parser, prog_name
     assert prog_name(argv0) == prog
     monkeypatch.setattr(sys, "argv", [argv0])
     assert build_parser().prog == prog
@@ -166,7 +166,7 @@ def test_metrics_json_gets_the_umask_permissions(tmp_path, capsys):
     mode = (out / "metrics.json").stat().st_mode & 0o777
     assert mode == 0o644 == (out / "model.pkl").stat().st_mode & 0o777   # not 0o600
     (out / "metrics.json").chmod(0o640)                 # a replaced file keeps its mode
-    from airi.train import _write_json_atomic
+    from airi.cli import _write_json_atomic
     _write_json_atomic({"a": 1}, out / "metrics.json")
     assert (out / "metrics.json").stat().st_mode & 0o777 == 0o640
     assert read_metrics(out) == {"a": 1} and not list(out.glob(".*.tmp"))

@@ -467,7 +467,7 @@ def test_check_input_describes_the_layout_and_hints_at_the_fix():
 @pytest.mark.parametrize("bad", [3.5, 0, -1, True, "3", None])
 def test_positive_int_rejects_non_sizes(bad):
     from airi.layers.base import _positive_int
-    with pytest.raises(ValueError, match=r"Linear: input_size must be a positive int, got "):
+    with pytest.raises(ValueError, match=r"Linear: input_size must be a positive integer, got "):
         _positive_int(bad, "input_size", "Linear")
 
 
@@ -500,7 +500,7 @@ def test_softmax_label_errors(rng):
     lambda: airi.layers.Conv2D(1, -2, 3),
 ])
 def test_layer_sizes_must_be_positive_ints(make):
-    with pytest.raises(ValueError, match="must be a positive int"):
+    with pytest.raises(ValueError, match="must be a positive integer"):
         make()
 
 

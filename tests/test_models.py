@@ -95,7 +95,7 @@ def test_airi_cifar_follows_the_image_size(in_channels, image_size, linear_input
 def test_airi_cifar_rejects_too_small_images():
     with pytest.raises(ValueError, match="airi_cifar: image_size must be at least 9"):
         models.airi_cifar(image_size=8)
-    with pytest.raises(ValueError, match="airi_cifar: image_size must be a positive int, "
+    with pytest.raises(ValueError, match="airi_cifar: image_size must be a positive integer, "
                                          "got 28.5"):
         models.airi_cifar(image_size=28.5)      # not silently truncated to 28
 

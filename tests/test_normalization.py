@@ -286,7 +286,7 @@ def test_bad_constructor_arguments(kwargs):
 
 @pytest.mark.parametrize("bad", [3.5, True, "4", 0])
 def test_num_features_must_be_a_positive_int(bad):
-    with pytest.raises(ValueError, match=r"BatchNorm2D: num_features must be a positive int, "
+    with pytest.raises(ValueError, match=r"BatchNorm2D: num_features must be a positive integer, "
                                          f"got {bad!r}"):
         BatchNorm2D(bad)
     assert BatchNorm2D(np.int32(3)).num_features == 3

@@ -85,7 +85,7 @@ def test_seed_style_user_layer_works_inside():
 def test_seed_style_layer_gets_no_training_argument_anywhere():
     """Trainer.fit/evaluate/predict, forward(training=...) and summary pass
     ``training=`` only to layers whose forward takes it (review finding 2)."""
-    from airi.model import _TAKES_TRAINING, call_forward
+    from airi.sequential import _TAKES_TRAINING, call_forward
     airi.seed(0)
     model = Sequential(Linear(2, 3, dtype=np.float64), SeedStyleLayer())
     x = _x((6, 2))

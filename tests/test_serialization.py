@@ -17,6 +17,7 @@ import pytest
 
 import airi
 from airi import serialization
+from airi.serialization import allowlist, fileformat, unpickler
 from airi.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
                          Layer, LeakyRelu, Linear, LogSoftmax, MaxPool2D, Relu, Sigmoid,
                          Softmax, Tanh)
@@ -348,13 +349,13 @@ def test_loading_a_few_megabytes_reads_arrays_whole(tmp_path, monkeypatch):
     airi.save(model, tmp_path / "big.pkl")
     assert (tmp_path / "big.pkl").stat().st_size > 4 * 1024 * 1024
     calls = []
-    original = serialization._BoundedReader.read
+    original = unpickler._BoundedReader.read
 
     def counting_read(self, n=-1):
         calls.append(n)
         return original(self, n)
 
-    monkeypatch.setattr(serialization._BoundedReader, "read", counting_read)
+    monkeypatch.setattr(unpickler._BoundedReader, "read", counting_read)
     loaded = airi.load(tmp_path / "big.pkl")
     assert len(calls) < 50          # a handful of frames and one read per array
     assert max(calls) >= 1024 * 1024 * 4
@@ -476,7 +477,7 @@ def test_reduce_calling_an_admitted_airi_class_is_refused(tmp_path):
 def test_airi_functions_and_helpers_are_not_admitted(tmp_path):
     for func, name in [(airi.set_backend, "airi._backend.set_backend"),
                        (airi.seed, "airi._config.seed"),
-                       (airi.serialization.save, "airi.serialization.save")]:
+                       (airi.serialization.save, "airi.serialization.fileformat.save")]:
         path = write(tmp_path / "f.pkl", with_header(pickle.dumps(Payload(func, "x"), 4)))
         with pytest.raises(airi.UnsafeModelError, match=name.replace(".", r"\.")):
             airi.load(path)
@@ -729,7 +730,7 @@ def test_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "model.pkl"
     airi.save(np.arange(10), path)
     before = path.read_bytes()
-    monkeypatch.setattr(serialization, "_open_new_file",
+    monkeypatch.setattr(fileformat, "_open_new_file",
                         lambda p: io.BufferedWriter(FullDisk(p, "xb")))
     with pytest.raises(OSError) as info:
         airi.save(np.zeros(100_000), path)
@@ -748,7 +749,7 @@ def test_failing_fsync_or_rename_keeps_the_previous_file(tmp_path, monkeypatch):
 
     for target in ("fsync", "replace"):
         with monkeypatch.context() as m:
-            m.setattr(serialization.os, target, fail)
+            m.setattr(fileformat.os, target, fail)
             with pytest.raises(OSError, match="model.pkl"):
                 airi.save([2], path)
         assert airi.load(path) == [1]
@@ -838,10 +839,10 @@ def test_airi_setstate_methods_are_all_reviewed():
             continue
         for obj in vars(module).values():
             if (isinstance(obj, type) and obj.__module__ == info.name
-                    and serialization._is_admitted_class(obj)):
-                method = serialization._own_setstate(obj)
+                    and allowlist._is_admitted_class(obj)):
+                method = allowlist._own_setstate(obj)
                 if method is not None:
-                    name = serialization._qualified(method)
-                    if name not in serialization._REVIEWED_SETSTATE:
+                    name = allowlist._qualified(method)
+                    if name not in allowlist._REVIEWED_SETSTATE:
                         unreviewed.append(name)
     assert not unreviewed

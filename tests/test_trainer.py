@@ -11,7 +11,7 @@ from airi.data import DataLoader
 from airi.layers import Dropout, Flatten, Linear, Relu
 from airi.losses import CrossEntropyLoss
 from airi.lr_scheduler import StepLR
-from airi.model import Sequential
+from airi.sequential import Sequential
 from airi.optim import SGD, Adam
 from airi.trainer import (Callback, EarlyStopping, LocalContext, ModelCheckpoint, Trainer,
                           TrainingError)

@@ -10,33 +10,9 @@ import numpy as np
 
 from .._config import resolve_dtype
 from ..parameter import Parameter
+from ..validators import positive_int as _positive_int  # noqa: F401 (the layers' size check)
 
 __all__ = ["Layer", "call_forward"]
-
-
-def _positive_int(value, name, owner):
-    """``value`` as an int >= 1, or a ValueError naming ``owner`` and ``name``.
-
-    Layer constructors use it for sizes (``Linear(3.5, 2)`` is an error, not a layer of
-    3 inputs); bools are rejected, NumPy integers accepted.
-
-    Parameters
-    ----------
-    value : object
-        The size given by the user.
-    name : str
-        The argument's name, e.g. ``"input_size"``.
-    owner : str
-        The layer (class) name for the message, e.g. ``"Linear"``.
-
-    Returns
-    -------
-    int
-    """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 # ------------------------------------------------------------------ sub-layer helpers

@@ -1,0 +1,609 @@
+"""``python -m airi.train``: train a zoo model on MNIST or CIFAR-10 from one command.
+
+With no arguments it trains the default LeNet on the 5,000 MNIST digits bundled with
+airi (no download) and prints the held-out accuracy. Each run writes, in ``--out``:
+
+- ``model.pkl``       the best model (by validation accuracy, ties to the lower
+                      validation loss), for ``airi.load``;
+- ``checkpoint.pkl``  everything needed to continue (``--resume``), updated every epoch;
+- ``metrics.json``    test accuracy/loss, timing, settings and the per-epoch history.
+
+Examples::
+
+    python -m airi.train                                  # LeNet, bundled digits
+    python -m airi.train --dataset mnist --data-dir data --download --epochs 5
+    python -m airi.train --dataset cifar10 --data-dir data --model vgg_small
+    python -m airi.train --resume runs/20240501-120000/checkpoint.pkl --epochs 20
+
+The same function backs the ``airi-train`` console script (``main(argv)`` returns the
+exit status).
+"""
+import argparse
+import datetime
+import inspect
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import numpy as np
+
+#: The console script's name; usage and error lines use :func:`prog_name`.
+PROG = "airi-train"
+DATASETS = ("mnist-subset", "mnist", "cifar10")
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "none")
+NUM_CLASSES = {"mnist-subset": 10, "mnist": 10, "cifar10": 10}
+
+#: Default learning rate of each --optimizer.
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adagrad": 0.01, "rmsprop": 1e-3,
+              "adam": 2e-3, "adamw": 2e-3}
+
+#: The settings a run is defined by (saved in checkpoints, reused by --resume); None
+#: entries are filled per data set / optimizer in _resolve_settings.
+DEFAULTS = {
+    "model": "lenet",
+    "dataset": "mnist-subset",
+    "data_dir": "data",
+    "epochs": 12,
+    "batch_size": 64,
+    "optimizer": "adam",
+    "lr": None,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "schedule": "cosine",
+    "augment": True,
+    "val_split": 0.1,
+    "seed": 0,
+    "limit": None,
+}
+#: Settings a resumed run may change (the rest must match the checkpoint).
+RESUME_MAY_CHANGE = {"epochs", "data_dir"}
+
+
+class UsageError(Exception):
+    """A mistake of the user: reported as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def prog_name(argv0=None):
+    """The command as the user typed it, for usage and error lines.
+
+    Parameters
+    ----------
+    argv0 : str, optional
+        The program path (default ``sys.argv[0]``).
+
+    Returns
+    -------
+    str
+        ``"python -m airi.train"`` (or ``"python -m airi"``) when run as a module, whose
+        ``argv[0]`` is the module's file; ``"airi-train"`` for the console script and
+        anything else (e.g. ``main()`` called from Python).
+    """
+    path = Path(sys.argv[0] if argv0 is None else argv0 or "")
+    if path.parent.name == "airi":
+        if path.name == "train.py":
+            return "python -m airi.train"
+        if path.name == "__main__.py":
+            return "python -m airi"
+    return PROG
+
+
+def build_parser():
+    """The argument parser (every option's default is None: see ``DEFAULTS``)."""
+    p = _Parser(
+        prog=prog_name(),
+        description="Train an airi model (default: LeNet on the bundled 4,000 + 1,000 "
+                    "MNIST digits) and report its held-out accuracy.",
+        epilog="outputs in --out: model.pkl (the best model, for airi.load), "
+               "checkpoint.pkl (for --resume),\nmetrics.json (test accuracy, timing, "
+               "history). Ctrl-C stops after the current batch\nand saves a checkpoint.\n\n"
+               "examples:\n"
+               "  python -m airi.train\n"
+               "  python -m airi.train --dataset mnist --data-dir data --download\n"
+               "  python -m airi.train --dataset cifar10 --data-dir data --model vgg_small\n"
+               "  python -m airi.train --resume runs/RUN/checkpoint.pkl --epochs 20",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .models import available_models
+    p.add_argument("--model", metavar="NAME",
+                   help="zoo model: " + ", ".join(available_models())
+                   + f" (default {DEFAULTS['model']}); each adapts to the data set's "
+                     "image size and channels, except zhou (28x28 digits only: "
+                     "mnist-subset, mnist)")
+    p.add_argument("--dataset", choices=DATASETS,
+                   help="mnist-subset: 5,000 digits shipped with airi (default); mnist: "
+                        "the full 60,000 + 10,000 from the IDX files in --data-dir; "
+                        "cifar10: the python batches in --data-dir")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="folder with the MNIST IDX files or CIFAR-10 batches "
+                        f"(default {DEFAULTS['data_dir']!r}; unused for mnist-subset)")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="fetch the data set into --data-dir if it is missing")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help=f"total number of epochs (default {DEFAULTS['epochs']}); with "
+                        "--resume, training continues up to N")
+    p.add_argument("--batch-size", type=int, metavar="B",
+                   help=f"images per step (default {DEFAULTS['batch_size']})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="update rule; momentum means SGD with --momentum "
+                        f"(default {DEFAULTS['optimizer']})")
+    p.add_argument("--lr", type=float, metavar="LR",
+                   help="initial learning rate (default per optimizer: "
+                        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    p.add_argument("--momentum", type=float, metavar="M",
+                   help="momentum of --optimizer momentum "
+                        f"(default {DEFAULTS['momentum']})")
+    p.add_argument("--weight-decay", type=float, metavar="WD",
+                   help="L2 penalty (decoupled for adamw; default 0, 0.01 for adamw)")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help="learning-rate schedule over the epochs: cosine annealing to 0, "
+                        "step (x0.1 at 50%% and 75%%), or none "
+                        f"(default {DEFAULTS['schedule']})")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random shifts for digits, random crops and flips for CIFAR-10 "
+                        "(default on)")
+    p.add_argument("--val-split", type=float, metavar="F",
+                   help="fraction of the training images held out to pick the best "
+                        f"epoch (default {DEFAULTS['val_split']}; 0 keeps the last epoch)")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help=f"random seed of initialisation, shuffling and augmentation "
+                        f"(default {DEFAULTS['seed']})")
+    p.add_argument("--backend", choices=("cython", "numpy"),
+                   help="kernels: the compiled ones (default when built) or NumPy")
+    p.add_argument("--threads", type=int, metavar="T",
+                   help="threads of the compiled kernels and BLAS (default: all cores)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: a new runs/YYYYmmdd-HHMMSS, or the "
+                        "checkpoint's folder with --resume)")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue the run saved in this checkpoint.pkl (its settings are "
+                        "reused; pass --epochs to train longer)")
+    p.add_argument("--quiet", action="store_true", default=None,
+                   help="print only the final accuracy")
+    p.add_argument("--plots", action="store_true", default=None,
+                   help="also write curves.png and filters.png (needs matplotlib)")
+    # For tests and CI: train and test on the first N images only.
+    p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+# ------------------------------------------------------------------ settings
+def _resolve_settings(args, saved=None):
+    """Merge explicit options > the resumed checkpoint's settings > DEFAULTS."""
+    settings = dict(DEFAULTS)
+    if saved:
+        settings.update({k: v for k, v in saved.items() if k in DEFAULTS})
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if saved and key not in RESUME_MAY_CHANGE and value != saved.get(key, value):
+            raise UsageError(f"--{key.replace('_', '-')} {value} differs from the resumed "
+                             f"run's {saved.get(key)!r}; only --epochs and --data-dir may "
+                             "change when resuming")
+        settings[key] = value
+    settings["model"] = str(settings["model"]).strip().lower().replace("-", "_")
+    if settings["lr"] is None:
+        settings["lr"] = DEFAULT_LR[settings["optimizer"]]
+    if args.weight_decay is None and settings["optimizer"] == "adamw" and not saved:
+        settings["weight_decay"] = 1e-2
+    _validate(settings)
+    return settings
+
+
+def _validate(s):
+    from .models import available_models
+    if s["model"] not in available_models():
+        raise UsageError(f"unknown model {s['model']!r}; available: "
+                         f"{', '.join(available_models())}")
+    checks = [
+        (s["epochs"] >= 1, f"--epochs must be >= 1, got {s['epochs']}"),
+        (s["batch_size"] >= 1, f"--batch-size must be >= 1, got {s['batch_size']}"),
+        (np.isfinite(s["lr"]) and s["lr"] > 0, f"--lr must be > 0, got {s['lr']}"),
+        (0 <= s["momentum"] < 1, f"--momentum must be in [0, 1), got {s['momentum']}"),
+        (s["weight_decay"] >= 0, f"--weight-decay must be >= 0, got {s['weight_decay']}"),
+        (0 <= s["val_split"] < 1, f"--val-split must be in [0, 1), got {s['val_split']}"),
+        (s["seed"] >= 0, f"--seed must be >= 0, got {s['seed']}"),
+        (s["limit"] is None or s["limit"] >= 10,
+         f"--limit must be >= 10, got {s['limit']}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
+def _default_out_dir():
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / stamp
+    out, i = base, 1
+    while out.exists():
+        out, i = Path(f"{base}-{i}"), i + 1
+    return out
+
+
+# ------------------------------------------------------------------ data
+def _load_data(s, download):
+    from . import datasets
+    if s["dataset"] == "mnist-subset":
+        return datasets.load_mnist_subset()
+    root = Path(s["data_dir"])
+    if s["dataset"] == "mnist":
+        return datasets.load_mnist(root, download=download)
+    return datasets.load_cifar10(root, download=download)
+
+
+def _take(X, y, n, rng):
+    if n is None or n >= len(X):
+        return X, y
+    idx = np.sort(rng.permutation(len(X))[:n])
+    return X[idx], y[idx]
+
+
+def _prepare_data(s, train, test):
+    """Limit, validation split and (CIFAR) normalisation; returns arrays and notes."""
+    (X, y), (X_test, y_test) = train, test
+    split_rng = np.random.default_rng(s["seed"])   # apart from airi's generator
+    X, y = _take(X, y, s["limit"], split_rng)
+    X_test, y_test = _take(X_test, y_test, s["limit"], split_rng)
+    val = None
+    n_val = int(round(s["val_split"] * len(X)))
+    if n_val > 0:
+        if len(X) - n_val < 1:
+            raise UsageError(f"--val-split {s['val_split']} leaves no training images")
+        order = split_rng.permutation(len(X))
+        val = (X[order[:n_val]], y[order[:n_val]])
+        keep = np.sort(order[n_val:])
+        X, y = X[keep], y[keep]
+    normalization = None
+    if s["dataset"] == "cifar10":
+        # Per-channel mean/std of the training images, applied to every split once
+        # (cheaper than a per-batch transform); recorded in metrics.json for users.
+        mean = X.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64).astype(X.dtype)
+        std = X.std(axis=(0, 2, 3), keepdims=True, dtype=np.float64).astype(X.dtype)
+        X, X_test = (X - mean) / std, (X_test - mean) / std
+        if val is not None:
+            val = ((val[0] - mean) / std, val[1])
+        normalization = {"mean": mean.ravel().tolist(), "std": std.ravel().tolist()}
+    return (X, y), val, (X_test, y_test), normalization
+
+
+def _augmentation(s, image_shape):
+    from . import data
+    if s["dataset"] == "cifar10":
+        return data.Compose([data.RandomCrop(image_shape[-1], padding=4),
+                             data.RandomHorizontalFlip()])
+    return data.RandomShift(2)
+
+
+# ------------------------------------------------------------------ model/optim
+def _build_model(name, image_shape, num_classes):
+    from .models import get_model, _REGISTRY
+    c, h, w = image_shape
+    offered = {"in_channels": c, "num_classes": num_classes, "image_size": h,
+               "input_size": c * h * w}
+    accepted = inspect.signature(_REGISTRY[name]).parameters
+    return get_model(name, **{k: v for k, v in offered.items() if k in accepted})
+
+
+def _build_optimizer(s, params):
+    from . import optim
+    lr, wd = s["lr"], s["weight_decay"]
+    name = s["optimizer"]
+    if name == "sgd":
+        return optim.SGD(params, lr=lr, weight_decay=wd)
+    if name == "momentum":
+        return optim.SGD(params, lr=lr, momentum=s["momentum"], weight_decay=wd)
+    if name == "adagrad":
+        return optim.AdaGrad(params, lr=lr, weight_decay=wd)
+    if name == "rmsprop":
+        return optim.RMSProp(params, lr=lr, weight_decay=wd)
+    if name == "adam":
+        return optim.Adam(params, lr=lr, weight_decay=wd)
+    return optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+def _build_schedule(s, optimizer):
+    from . import lr_scheduler
+    if s["schedule"] == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=s["epochs"])
+    if s["schedule"] == "step":
+        return lr_scheduler.MultiStepLR(optimizer, milestones=_milestones(s["epochs"]),
+                                        gamma=0.1)
+    return None
+
+
+def _milestones(epochs):
+    return sorted({max(1, epochs // 2), max(1, epochs * 3 // 4)})
+
+
+def _stretch_schedule(schedule, epochs, done):
+    """A resumed run given a new --epochs: the schedule spans the new total, from the
+    epoch reached (its checkpoint holds the old span)."""
+    if schedule is None:
+        return
+    if hasattr(schedule, "T_max"):
+        schedule.T_max = epochs
+    elif hasattr(schedule, "milestones"):
+        schedule.milestones = _milestones(epochs)
+    schedule.step(done)     # re-apply the rate of the current epoch
+
+
+def _parallel_context():
+    """The data-parallel context (see airi.trainer's module doc): MPI under ``mpiexec``
+    (airi.distributed), else one process. Everything else in this module asks it who
+    prints and writes."""
+    from . import distributed
+    return distributed.context()
+
+
+def _check_ranks_agree(run):
+    """Under mpiexec: every rank must run the same airi, model, settings and data
+    (checked together, so a mismatch is one clear error and not a hang)."""
+    from . import distributed
+    if distributed.size() == 1:
+        return
+    fingerprint = distributed.data_fingerprint
+    try:
+        distributed.check_consistency(
+            run["trainer"].model, settings=run["settings"],
+            training_data=fingerprint(run["loader"].X),
+            training_labels=fingerprint(run["loader"].y),
+            test_data=fingerprint(run["test"][0]),
+            validation_data=None if run["val"] is None else fingerprint(run["val"][0]))
+    except distributed.DistributedError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# ------------------------------------------------------------------ outputs
+def _write_json_atomic(obj, path):
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, with the
+    permissions airi.save gives model files: the umask's for a new file, the old file's
+    when replacing one (not mkstemp's owner-only 0600)."""
+    from .serialization.fileformat import _copy_mode, _fsync_directory
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "x") as f:        # "x": created with the umask's permissions
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _copy_mode(path, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _throughput(history, n_train):
+    """(train seconds, images per second) over all epochs of the history."""
+    seconds = sum(r["seconds"] for r in history)
+    train_time = sum(n_train / r["images_per_second"] for r in history
+                     if r.get("images_per_second"))
+    ips = n_train * len(history) / train_time if train_time > 0 else None
+    return float(seconds), ips
+
+
+def _write_plots(out, history, model, say):
+    try:
+        from . import viz
+        viz.plot_history(history, out / "curves.png")
+        from .layers import Conv2D
+        first_conv = next((layer for layer in model if isinstance(layer, Conv2D)), None)
+        if first_conv is not None:
+            viz.plot_filters(first_conv, out / "filters.png")
+        say(f"Plots written to {out / 'curves.png'}"
+            + (f" and {out / 'filters.png'}" if first_conv is not None else ""))
+        if first_conv is None:
+            say("Note: filters.png skipped: the model has no Conv2D layer, so there are "
+                "no learned kernels to draw")
+    except ImportError as exc:
+        say(f"--plots skipped: {exc} (install matplotlib: pip install 'airi[plot]')")
+    except Exception as exc:  # a picture is never worth losing the run's results
+        say(f"--plots skipped: {type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------ main
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status (0 ok, 1 training failed,
+    2 usage/data error, 130 interrupted by Ctrl-C)."""
+    from . import distributed
+    try:
+        # Under mpiexec an error on one rank stops every rank (no rank left waiting).
+        with distributed.abort_on_failure(prog_name(), ignore=(UsageError,)):
+            return _main(argv)
+    except UsageError as exc:     # under mpiexec: raised on every rank, printed once
+        if distributed.is_main():
+            print(f"{prog_name()}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:   # Ctrl-C before or after training (not during: see fit)
+        print(f"{prog_name()}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup(args):
+    """Everything before training; user mistakes raise UsageError."""
+    import airi
+    from .serialization import load
+    from .trainer import Trainer, ModelCheckpoint
+
+    saved_settings, resume_path = None, None
+    if args.resume is not None:
+        resume_path = Path(args.resume)
+        if not resume_path.is_file():
+            raise UsageError(f"--resume: no such file {str(resume_path)!r}")
+        try:
+            state = load(resume_path)
+        except ValueError as exc:
+            raise UsageError(f"--resume: {_one_line(exc)}") from None
+        extra = state.get("extra") if isinstance(state, dict) else None
+        if not isinstance(extra, dict) or "settings" not in extra:
+            raise UsageError(f"--resume: {resume_path} is not a checkpoint written by "
+                             f"{PROG}")
+        saved_settings = extra["settings"]
+    s = _resolve_settings(args, saved_settings)
+
+    try:
+        if args.backend is not None:
+            airi.set_backend(args.backend)
+        if args.threads is not None:
+            airi.set_num_threads(args.threads)
+    except (ValueError, RuntimeError, ImportError) as exc:
+        raise UsageError(_one_line(exc)) from None
+    from . import distributed
+    distributed.seed(s["seed"])    # airi.seed; under mpiexec rank r > 0 gets (seed, r)
+
+    try:
+        train, test = _load_data(s, bool(args.download))
+    except (ValueError, OSError) as exc:
+        raise UsageError(_one_line(exc)) from None
+    train, val, test, normalization = _prepare_data(s, train, test)
+    image_shape = tuple(train[0].shape[1:])
+    num_classes = NUM_CLASSES[s["dataset"]]
+
+    model = _build_model(s["model"], image_shape, num_classes)
+    try:
+        summary = model.summary(image_shape)
+    except ValueError as exc:
+        raise UsageError(f"model {s['model']} does not fit {s['dataset']} images of shape "
+                         f"{image_shape}: {_one_line(exc)}") from None
+    try:
+        optimizer = _build_optimizer(s, model.parameters())
+    except ValueError as exc:
+        raise UsageError(_one_line(exc)) from None
+    schedule = _build_schedule(s, optimizer)
+
+    out = Path(args.out) if args.out else (resume_path.parent if resume_path
+                                           else _default_out_dir())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot create {str(out)!r}: {exc.strerror}") from None
+
+    from .data import DataLoader
+    parallel = _parallel_context()
+    transform = _augmentation(s, image_shape) if s["augment"] else None
+    # The loader's own seeded generator gives every rank the same order (issue 9) and
+    # keeps the order apart from dropout and augmentation draws.
+    # Under mpiexec -n K, a last batch of fewer than K images would leave a rank empty.
+    tiny_last = 0 < len(train[0]) % s["batch_size"] < parallel.world_size
+    loader = DataLoader(train[0], train[1], batch_size=s["batch_size"], shuffle=True,
+                        seed=s["seed"], transform=transform, rank=parallel.rank,
+                        world_size=parallel.world_size, drop_last=tiny_last)
+    trainer = Trainer(model, airi.CrossEntropyLoss(), optimizer, schedule,
+                      parallel=parallel, verbose=not args.quiet)
+    trainer.checkpoint_extra = {"settings": s, "normalization": normalization}
+    monitor = "val_accuracy" if val is not None else "train_loss"
+    # The held-out validation split is small (a few hundred images): its accuracy ties
+    # often near the top, and the first epoch of a tie is usually the least trained.
+    best = ModelCheckpoint(out / "model.pkl", monitor=monitor,
+                           tie_breaker="val_loss" if val is not None else None)
+    if resume_path is not None:
+        try:
+            trainer.load_checkpoint(resume_path)
+        except ValueError as exc:
+            raise UsageError(f"--resume: {_one_line(exc)}") from None
+        if s["epochs"] != saved_settings["epochs"]:
+            _stretch_schedule(schedule, s["epochs"], trainer.epoch)
+    return dict(settings=s, trainer=trainer, loader=loader, val=val, test=test,
+                out=out, callbacks=[best], summary=summary, parallel=parallel,
+                normalization=normalization, n_train=len(train[0]), resumed=resume_path)
+
+
+def _main(argv):
+    import airi
+    from .serialization import load
+    from .trainer import Trainer, TrainingError
+
+    from . import distributed
+    args = build_parser().parse_args(argv)
+    # Under mpiexec a failure on any rank fails every rank with the same message.
+    run = distributed.run_together(_setup, args, error=UsageError)
+    _check_ranks_agree(run)
+    s, trainer, out, parallel = run["settings"], run["trainer"], run["out"], run["parallel"]
+    main_rank = parallel.is_main()
+
+    def say(message, always=False):
+        if main_rank and (always or not args.quiet):
+            print(message, flush=True)
+
+    say(run["summary"])
+    n_val = 0 if run["val"] is None else len(run["val"][0])
+    say(f"{s['dataset']}: {run['n_train']:,} training, {n_val:,} validation, "
+        f"{len(run['test'][0]):,} test images | {s['optimizer']} lr {s['lr']:g}, "
+        f"batch {s['batch_size']}, {s['schedule']} schedule, augment "
+        f"{'on' if s['augment'] else 'off'} | backend {airi.backend()}, "
+        f"{airi.get_num_threads()} threads"
+        + (f" x {parallel.world_size} processes (MPI)" if parallel.world_size > 1 else "")
+        + f" | output {out}")
+    if run["resumed"] is not None:
+        say(f"Resuming {run['resumed']} after epoch {trainer.epoch}")
+
+    checkpoint = out / "checkpoint.pkl"
+    try:
+        history = trainer.fit(run["loader"], s["epochs"], val=run["val"],
+                              callbacks=run["callbacks"], checkpoint_path=checkpoint)
+    except TrainingError as exc:
+        kept = (f"; last good checkpoint: {checkpoint}" if checkpoint.exists()
+                and "checkpoint" not in str(exc) else "")
+        # Under mpiexec the message names the rank and every rank is stopped.
+        return distributed.fail(f"{prog_name()}: error: {_one_line(exc)}{kept}", 1)
+    if trainer.stop_reason == "interrupted":
+        say(f"Interrupted: checkpoint saved to {checkpoint}; continue with: "
+            f"python -m airi.train --resume {checkpoint}", always=True)
+        return 130
+
+    best_path = out / "model.pkl"
+    # Rank 0 wrote model.pkl: it reads it and sends it to the other ranks.
+    best_model = distributed.broadcast_object(
+        load(best_path) if main_rank and best_path.exists() else None)
+    if best_model is None:
+        best_model = trainer.model
+    scores = Trainer(best_model, trainer.loss, trainer.optimizer, parallel=parallel,
+                     verbose=False).evaluate(run["test"])
+    train_seconds, ips = _throughput(history, run["n_train"])
+    best_cb = run["callbacks"][0]
+    metrics = {
+        "test_accuracy": scores["accuracy"],
+        "test_loss": scores["loss"],
+        "epochs": len(history),
+        "best_epoch": best_cb.best_epoch,
+        "train_seconds": train_seconds,
+        "images_per_second": ips,
+        "backend": airi.backend(),
+        "threads": airi.get_num_threads(),
+        "world_size": int(parallel.world_size),
+        "dataset": s["dataset"],
+        "model": s["model"],
+        "train_images": run["n_train"],
+        "test_images": scores["samples"],
+        "settings": s,
+        "normalization": run["normalization"],
+        "airi_version": airi.__version__,
+        "history": history,
+    }
+    if main_rank:
+        _write_json_atomic(metrics, out / "metrics.json")
+    say(f"Test accuracy {scores['accuracy']:.4f} (loss {scores['loss']:.4f}) on "
+        f"{scores['samples']:,} held-out images with the best model (epoch "
+        f"{best_cb.best_epoch}); {train_seconds:.1f}s of training. Files in {out}",
+        always=True)
+    if args.plots and main_rank:
+        _write_plots(out, history, best_model, lambda m: say(m, always=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
