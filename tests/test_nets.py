@@ -264,9 +264,7 @@ def test_residual_backward_params_gives_the_same_gradients():
 def _walk(layer):
     """The layer and every layer inside it, depth first."""
     yield layer
-    inner = list(layer) if isinstance(layer, Sequential) else \
-        (layer.children() if isinstance(layer, Layer) else [])
-    for child in inner:
+    for child in getattr(layer, "children", list)():
         yield from _walk(child)
 
 
@@ -348,6 +346,11 @@ def test_resnet20_parameter_count_and_shapes():
     assert isinstance(net[-2], GlobalAvgPool2D) and isinstance(net[-1], Linear)
     text = net.summary((1, 28, 28))
     assert "Trainable params: 272,186" in text
+    # buffers: the running mean and variance of 19 BatchNorms, nested ones included
+    bn_channels = 16 + 2 * 3 * 16 + (2 * 3 + 1) * 32 + (2 * 3 + 1) * 64
+    assert sum(v.size for _, v in net.named_buffers()) == 2 * bn_channels
+    assert f"Non-trainable params: {2 * bn_channels:,}" in text
+    assert "3.body.1.running_mean" in dict(net.named_buffers())
 
 
 def test_resnet_rejects_bad_depth():
