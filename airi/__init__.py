@@ -15,7 +15,7 @@ from .gradcheck import gradcheck
 from . import layers, losses, init  # noqa: E402  (layers part)
 from .layers import (Layer, Linear, Conv2D, MaxPool2D, AvgPool2D, Relu, ReLU, LeakyRelu,
                      Sigmoid, Tanh, Flatten, Softmax, LogSoftmax)
-from .losses import CrossEntropyLoss, NLLLoss, MSELoss
+from .losses import CrossEntropyLoss, NLLLoss, MSELoss, BCEWithLogitsLoss, BCELoss
 
 from . import viz  # noqa: E402  (pictures; matplotlib is imported lazily inside)
 from . import optim, lr_scheduler
