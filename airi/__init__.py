@@ -28,3 +28,6 @@ from .serialization import save, load, register_safe, ModelFileError, UnsafeMode
 from .trainer import Trainer  # noqa: E402  (training part)
 from . import models  # noqa: E402
 from . import distributed  # noqa: E402  (data-parallel training on MPI; mpi4py imported lazily)
+from . import metrics  # noqa: E402  (networks beyond a chain, issue 15)
+from .clip_grad import clip_grad_norm_  # noqa: E402
+from .layers import Residual, GlobalAvgPool2D  # noqa: E402
