@@ -54,6 +54,7 @@ class ListAndDictLayer(Layer):
         self.pair = (Linear(3, 3),)
         self.heads = {"a": Linear(3, 2)}
         self.again = self.first                       # shared: listed once
+        self.extra = [Parameter(np.zeros(2, np.float32))]   # a list of Parameters
 
     def forward(self, x, training=None):
         x = self.first(x * self.scale.data, training)
@@ -82,13 +83,14 @@ def test_hand_written_residual_owns_its_sublayers():
 def test_names_order_and_no_parameter_dropped():
     layer = ListAndDictLayer()
     names = [n for n, _ in layer.named_parameters()]
-    assert names == ["scale", "first.W", "first.b", "blocks.0.W", "blocks.0.b",
+    assert names == ["scale", "extra.0", "first.W", "first.b", "blocks.0.W", "blocks.0.b",
                      "blocks.2.gamma", "blocks.2.beta", "pair.0.W", "pair.0.b",
                      "heads.a.W", "heads.a.b"]
     assert [n for n, _ in layer.named_children()] == [
         "first", "blocks.0", "blocks.1", "blocks.2", "pair.0", "heads.a"]
-    assert len(layer.parameters()) == len({id(p) for p in layer.parameters()}) == 11
-    assert layer.parameters(recurse=False) == [layer.scale]
+    assert len(layer.parameters()) == len({id(p) for p in layer.parameters()}) == 12
+    assert layer.parameters(recurse=False) == [layer.scale, layer.extra[0]]
+    assert "extra.0" in layer.state_dict()
     assert [n for n, _ in layer.named_buffers()] == ["blocks.2.running_mean",
                                                      "blocks.2.running_var"]
     assert "blocks.2.running_var" in layer.state_dict()

@@ -155,14 +155,27 @@ class Layer:
 
     def _own_named_parameters(self):
         """The layer's own Parameters: those of ``params`` (in order), then any
-        Parameter assigned directly as an attribute (``self.w = Parameter(...)``)
-        without :meth:`add_param`, so that none is silently left out."""
+        Parameter assigned as an attribute without :meth:`add_param`, directly
+        (``self.w = Parameter(...)``) or in a list, tuple or dict (``"ws.0"``), so that
+        none is silently left out."""
         own = dict(getattr(self, "params", None) or {})
         known = {id(p) for p in own.values()}
-        for name, value in vars(self).items():
-            if isinstance(value, Parameter) and id(value) not in known:
-                own[name] = value
-                known.add(id(value))
+        skip = set(type(self)._cache_names) | {"params"}
+        for attr, value in vars(self).items():
+            if attr in skip:
+                continue
+            if isinstance(value, Parameter):
+                items = [(attr, value)]
+            elif isinstance(value, (list, tuple)):
+                items = [(f"{attr}.{i}", v) for i, v in enumerate(value)]
+            elif isinstance(value, dict):
+                items = [(f"{attr}.{k}", v) for k, v in value.items() if isinstance(k, str)]
+            else:
+                continue
+            for name, param in items:
+                if isinstance(param, Parameter) and id(param) not in known:
+                    own[name] = param
+                    known.add(id(param))
         return own.items()
 
     def named_children(self):
