@@ -153,6 +153,24 @@ class Layer:
         setattr(self, name, param)
         return param
 
+    def _held_items(self):
+        """``(name, value)`` for every attribute value, and for every item of an
+        attribute that is a list or tuple (``"blocks.0"``) or a dict with string keys
+        (``"heads.a"``), in the order the attributes were first assigned. The ``params``
+        dict and the cached tensors are left out. Sub-layers and stray Parameters are
+        found among these."""
+        skip = set(type(self)._cache_names) | {"params"}
+        for attr, value in list(vars(self).items()):
+            if attr in skip:
+                continue
+            if isinstance(value, (list, tuple)):
+                yield from ((f"{attr}.{i}", v) for i, v in enumerate(value))
+            elif isinstance(value, dict):
+                yield from ((f"{attr}.{k}", v) for k, v in value.items()
+                            if isinstance(k, str))
+            else:
+                yield attr, value
+
     def _own_named_parameters(self):
         """The layer's own Parameters: those of ``params`` (in order), then any
         Parameter assigned as an attribute without :meth:`add_param`, directly
@@ -160,22 +178,10 @@ class Layer:
         none is silently left out."""
         own = dict(getattr(self, "params", None) or {})
         known = {id(p) for p in own.values()}
-        skip = set(type(self)._cache_names) | {"params"}
-        for attr, value in vars(self).items():
-            if attr in skip:
-                continue
-            if isinstance(value, Parameter):
-                items = [(attr, value)]
-            elif isinstance(value, (list, tuple)):
-                items = [(f"{attr}.{i}", v) for i, v in enumerate(value)]
-            elif isinstance(value, dict):
-                items = [(f"{attr}.{k}", v) for k, v in value.items() if isinstance(k, str)]
-            else:
-                continue
-            for name, param in items:
-                if isinstance(param, Parameter) and id(param) not in known:
-                    own[name] = param
-                    known.add(id(param))
+        for name, value in self._held_items():
+            if isinstance(value, Parameter) and id(value) not in known:
+                own[name] = value
+                known.add(id(value))
         return own.items()
 
     def named_children(self):
@@ -187,23 +193,11 @@ class Layer:
             ``("body", layer)`` for an attribute, ``("blocks.0", layer)`` for the items
             of a list or tuple (by index) or a dict (by key). Each layer object once.
         """
-        seen = set()
-        skip = set(type(self)._cache_names) | {"params"}
-        for attr, value in list(vars(self).items()):
-            if attr in skip:
-                continue
-            if _is_layer_like(value):
-                items = [(attr, value)]
-            elif isinstance(value, (list, tuple)):
-                items = [(f"{attr}.{i}", v) for i, v in enumerate(value)]
-            elif isinstance(value, dict):
-                items = [(f"{attr}.{k}", v) for k, v in value.items() if isinstance(k, str)]
-            else:
-                continue
-            for name, child in items:
-                if child is not self and id(child) not in seen and _is_layer_like(child):
-                    seen.add(id(child))
-                    yield name, child
+        seen = {id(self)}
+        for name, value in self._held_items():
+            if id(value) not in seen and _is_layer_like(value):
+                seen.add(id(value))
+                yield name, value
 
     def children(self):
         """The direct sub-layers, as a list (see :meth:`named_children`)."""
