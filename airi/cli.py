@@ -124,7 +124,8 @@ def build_parser():
                "examples:\n"
                "  python -m airi.train\n"
                "  python -m airi.train --dataset mnist --data-dir data --download\n"
-               "  python -m airi.train --dataset cifar10 --data-dir data --model vgg_small\n"
+               "  python -m airi.train --dataset cifar10 --data-dir data "
+               "--model vgg_small\n"
                "  python -m airi.train --model resnet20\n"
                "  python -m airi.train --resume runs/RUN/checkpoint.pkl --epochs 20",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -300,8 +300,8 @@ class NLLLoss(Loss):
             label_w = _weights_of_labels(self._name(), self.weight, target, c)
             total = label_w.sum() if self.reduction == "mean" else 1.0
             label_coef = label_w / (total if total != 0 else np.nan)
-        self.shape_dtype, self.target, self.label_coef = ((log_probs.shape, log_probs.dtype),
-                                                          target, label_coef)
+        self.shape_dtype = (log_probs.shape, log_probs.dtype)
+        self.target, self.label_coef = target, label_coef
         return float(-np.dot(label_coef, log_probs[np.arange(n), target]))
 
     def backward(self):
@@ -475,7 +475,8 @@ class BCEWithLogitsLoss(Loss):
         return grad
 
     def __repr__(self):
-        parts = [] if self.pos_weight is None else [f"pos_weight={self.pos_weight.tolist()}"]
+        parts = ([] if self.pos_weight is None
+                 else [f"pos_weight={self.pos_weight.tolist()}"])
         if self.reduction != "mean":
             parts.append(f"reduction={self.reduction!r}")
         return f"{self._name()}({', '.join(parts)})"

@@ -37,8 +37,8 @@ import warnings
 import numpy as np
 
 from . import _config
-from .callbacks import (Callback, ModelCheckpoint, EarlyStopping,  # noqa: F401 (public here too)
-                        CSVLogger)
+from .callbacks import (Callback, ModelCheckpoint, EarlyStopping,  # noqa: F401
+                        CSVLogger)  # (public here too)
 from .context import LocalContext, TrainingContext  # noqa: F401
 from .sequential import call_forward
 

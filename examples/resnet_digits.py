@@ -117,9 +117,10 @@ def main(argv=None):
         X_train, y_train = X_train[:1000], y_train[:1000]
         X_test, y_test = X_test[:300], y_test[:300]
     model = airi.models.resnet8(in_channels=1, image_size=28)
-    print(f"resnet8: {sum(p.size for p in model.parameters()):,} parameters, "
-          f"{len(model.parameters())} arrays, e.g. {model.named_parameters().__next__()[0]}"
-          f" ... {list(dict(model.named_parameters()))[8]}")
+    param_names = [name for name, _ in model.named_parameters()]
+    print(f"resnet8: {sum(p.size for p in model.parameters()):,} parameters in "
+          f"{len(param_names)} arrays: {param_names[0]}, {param_names[1]}, ... "
+          f"{param_names[8]}, ... {param_names[-1]}")
     loader = airi.DataLoader(X_train, y_train, batch_size=args.batch_size, shuffle=True,
                              seed=args.seed, transform=airi.data.RandomShift(2))
     optimizer = airi.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
@@ -151,9 +152,10 @@ def main(argv=None):
         same = bool(np.array_equal(back.eval()(X_test[:64]), model.eval()(X_test[:64])))
         print(f"saved and loaded back: same outputs = {same}")
     if args.plots:
-        for written in (airi.viz.plot_confusion_matrix(cm, f"{args.plots}/confusion_matrix.png"),
-                        airi.viz.plot_history(history, f"{args.plots}/curves.png")):
-            print(f"wrote {written}")
+        folder = Path(args.plots)
+        written = airi.viz.plot_confusion_matrix(cm, folder / "confusion_matrix.png")
+        print(f"wrote {written}")
+        print(f"wrote {airi.viz.plot_history(history, folder / 'curves.png')}")
     return {"test_accuracy": result["accuracy"], "top2_accuracy": result["top_2_accuracy"],
             "block_parameters": names, "gradcheck_error": gradcheck_error,
             "confusion_matrix": cm, "history": history, "csv_lines": len(csv_lines),

@@ -10,8 +10,8 @@ import pytest
 
 import airi
 from airi import Parameter, Sequential
-from airi.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
-                         GlobalAvgPool2D, Layer, Linear, Relu, Residual)
+from airi.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Flatten, GlobalAvgPool2D,
+                         Layer, Linear, Relu, Residual)
 
 
 def _x(shape, seed=5, dtype=np.float64):
@@ -241,7 +241,8 @@ def test_residual_backward_sums_both_paths():
     np.testing.assert_allclose(dx, expected)
     identity = Residual(Linear(3, 3))
     identity(x)
-    np.testing.assert_allclose(identity.backward(dout), dout @ identity.body.W.data.T + dout)
+    np.testing.assert_allclose(identity.backward(dout),
+                               dout @ identity.body.W.data.T + dout)
     with pytest.raises(ValueError, match=r"dout of shape \(4, 3\)"):
         identity.backward(np.ones((4, 2)))
     identity.zero_grad()
