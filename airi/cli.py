@@ -64,14 +64,13 @@ DEFAULTS = {
 }
 
 #: A model's own recipe: the defaults its family trains well with, used for every
-#: setting not given on the command line (He et al.'s ResNets: SGD with Nesterov
-#: momentum, weight decay 5e-4, the one-cycle policy peaking at --lr).
-MODEL_DEFAULTS = {
-    "resnet8": {"optimizer": "nesterov", "lr": 0.1, "weight_decay": 5e-4,
-                "schedule": "onecycle"},
-    "resnet20": {"optimizer": "nesterov", "lr": 0.1, "weight_decay": 5e-4,
-                 "schedule": "onecycle"},
-}
+#: setting not given on the command line. He et al.'s ResNets: SGD with Nesterov
+#: momentum, weight decay 5e-4, the one-cycle policy peaking at --lr, and every
+#: training image used for training (no validation split: the one-cycle schedule ends
+#: at its best epoch, the last, so there is nothing to pick).
+_RESNET_RECIPE = {"optimizer": "nesterov", "lr": 0.1, "weight_decay": 5e-4,
+                  "schedule": "onecycle", "val_split": 0.0}
+MODEL_DEFAULTS = {"resnet8": _RESNET_RECIPE, "resnet20": _RESNET_RECIPE}
 #: ReduceLROnPlateau settings of --schedule plateau (a CLI run is short: patience 2).
 PLATEAU = {"factor": 0.1, "patience": 2}
 #: Settings a resumed run may change (the rest must match the checkpoint).

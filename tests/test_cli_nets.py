@@ -17,14 +17,15 @@ def test_resnet8_run_uses_its_recipe_and_writes_history_csv(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--model", "resnet8", "--epochs", "2", "--out", str(out), *SHORT]) == 0
     s = _metrics(out)["settings"]
-    assert (s["optimizer"], s["lr"], s["schedule"], s["weight_decay"]) == \
-        ("nesterov", 0.1, "onecycle", 5e-4)
+    assert (s["optimizer"], s["lr"], s["schedule"], s["weight_decay"], s["val_split"]) == \
+        ("nesterov", 0.1, "onecycle", 5e-4, 0.0)
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert float(rows[0]["val_accuracy"]) == _metrics(out)["history"][0]["val_accuracy"]
+    assert float(rows[1]["train_loss"]) == _metrics(out)["history"][1]["train_loss"]
+    assert rows[0]["val_accuracy"] == ""                        # no validation split
     checkpoint = airi.load(out / "checkpoint.pkl")
     steps = checkpoint["scheduler"][0]["last_epoch"]
-    assert checkpoint["scheduler"][0]["type"] == "OneCycleLR" and steps == 2 * 2  # 90/50
+    assert checkpoint["scheduler"][0]["type"] == "OneCycleLR" and steps == 2 * 2  # 100/50
     model = airi.load(out / "model.pkl")
     assert sum(p.size for p in model.parameters()) == 77_754
     # a onecycle run cannot be stretched on resume; the same --epochs is fine
