@@ -110,9 +110,9 @@ def _cores_available():
 def get_num_threads():
     """Threads airi's layers and kernels use (``AIRI_NUM_THREADS``, else all cores).
 
-    The layers split each batch over this many threads (``airi/_parallel.py``) and run
-    BLAS single-threaded meanwhile, so BLAS, OpenMP and airi never oversubscribe the
-    cores; that needs the optional package ``threadpoolctl`` (without it, layers run on
+    airi's functional ops split each batch over this many threads (``airi/_parallel.py``,
+    the one owner of threads) and run BLAS single-threaded meanwhile, so BLAS and airi
+    never oversubscribe the cores; that needs the optional package ``threadpoolctl`` (without it, layers run on
     one thread and BLAS keeps its own threads)."""
     global _num_threads
     if _num_threads is None:

@@ -2,7 +2,8 @@
 
 A real product path, not a test oracle: each function is vectorised over samples,
 channels and pixels and loops over the (few) kernel offsets at most. The arguments are
-already validated by :mod:`airi._backend`; shapes and layouts are documented there.
+already validated by :mod:`airi.functional`; :class:`airi._backend.NumpyKernels` puts
+them behind the same signatures as the compiled kernels (documented there).
 
 They give the same numbers as the compiled kernels: im2col, max-pooling (values and
 argmax taps, ties and NaN included) and average-pooling forward are bit-identical; col2im

@@ -1,45 +1,44 @@
-"""Batch-parallel loops for the layers, and the scratch buffers they reuse.
+"""airi's threads: the one owner of parallelism in airi.
 
-Why this module exists (measured on the 2-core machine of issue 6):
+Every parallel region of airi is a call of :func:`run`: :mod:`airi.functional` cuts a
+batch into chunks (how many: :mod:`airi._planner`) and :func:`run` hands them to
+``airi.get_num_threads()`` threads, the calling thread plus a small pool, while BLAS
+runs single-threaded. The compiled kernels are single-threaded (no OpenMP) and, like
+NumPy's BLAS and ufuncs, release the GIL, so the threads run them in parallel. Nothing
+else starts threads or sets BLAS's thread count during a pass.
 
-* A convolution done as one batched GEMM, ``np.matmul(W2, cols)``, is really N small
-  GEMMs. Multithreaded OpenBLAS splits *each* of them over its threads and joins them
-  again: 128 fork/joins per call. When another process holds a core, every join waits
-  for a time slice, and that call took ~1 s instead of ~17 ms with one BLAS thread.
-* The columns of a whole batch are big (118 MB for the seed CIFAR model's second conv):
-  writing them, reading them back and having glibc map/unmap them each step costs more
-  than the arithmetic, and keeping them for the backward pass dominated peak memory.
+Why airi's own threads and not OpenMP or BLAS threads (measurements in
+benchmarks/README.md, "Threads"):
 
-So a layer splits its batch into chunks of a few samples whose columns fit in the L2
-cache, and :func:`run` hands the chunks to ``airi.get_num_threads()`` threads (the
-calling thread plus a small pool) while BLAS runs single-threaded, each thread on its
-own chunks: the cores work on independent data and meet once per layer call. Inside
-:func:`run` BLAS is always single-threaded, even for one chunk: a small GEMM (a
-128x120 @ 120x84 Linear) split over two BLAS threads took 15 ms instead of 0.05 ms
-while another process held a core, and BLAS threads left spinning after a GEMM slow
-down whatever runs next. NumPy's
-BLAS and the compiled kernels release the GIL, so Python threads run them in parallel.
+* A convolution done as one batched GEMM is N small GEMMs, and multithreaded OpenBLAS
+  forks and joins its team for each of them; on a shared machine every join waits for
+  a time slice. One chunk per thread with single-threaded BLAS meets once per region.
+* OpenMP teams (libgomp) spin after a region and stole the cores from BLAS and from
+  airi's threads; the kernels' ``prange`` loops, always run with one thread, are gone.
+* The GEMMs are NumPy calls: a compiled chunk pipeline (im2col -> GEMM -> bias under
+  one ``nogil``) would need a BLAS callable from C, and NumPy exposes none (SciPy's
+  Cython BLAS is not a dependency).
+
 Each thread gets its scratch buffers from :func:`workspace`; they live across calls,
-so a training step allocates no large temporary arrays after the first one.
-
-BLAS is capped to one thread through ``threadpoolctl`` (an optional dependency). Without
-it airi cannot change BLAS's thread count, so the chunks run one after the other on
-the calling thread and BLAS keeps its own threads.
+so a training step allocates no large temporary arrays after the first one. BLAS is
+capped to one thread through ``threadpoolctl``; without it airi cannot change BLAS's
+thread count, so the chunks run one after the other on the calling thread.
 """
 import itertools
+import math
+import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import _config
 
-__all__ = ["run", "over_batch", "workspace", "release_workspaces", "workers_available",
+__all__ = ["run", "workspace", "release_workspaces", "workers_available",
            "blas_controllers"]
 
 _lock = threading.RLock()      # one parallel region at a time (they share the buffers)
-_executor = None
-_executor_size = 0
+_team = None                   # the helper threads (see _Team)
+_in_region = False             # a region running: a nested run() stays on its thread
 _buffers = {}                  # (worker, slot) -> flat uint8 array
 _blas = None                   # threadpoolctl controllers of the loaded BLAS libraries
 
@@ -63,14 +62,76 @@ def workers_available():
     return n if n > 1 and blas_controllers() else 1
 
 
-def _pool(size):
-    global _executor, _executor_size
-    if _executor is None or _executor_size != size:
-        if _executor is not None:
-            _executor.shutdown(wait=True)
-        _executor = ThreadPoolExecutor(size, thread_name_prefix="airi")
-        _executor_size = size
-    return _executor
+class _Team:
+    """``helpers`` threads parked on a lock each; :meth:`run` wakes them for one job.
+
+    A region costs a lock release and acquire per helper (~20 us); a
+    ThreadPoolExecutor's submit and future cost about three times that, and a LeNet
+    training step has some twenty regions."""
+
+    def __init__(self, helpers):
+        self.helpers = helpers
+        self._go = [threading.Lock() for _ in range(helpers)]
+        self._done = [threading.Lock() for _ in range(helpers)]
+        for lock in self._go + self._done:
+            lock.acquire()
+        self._job, self._errors = None, []
+        for i in range(helpers):
+            threading.Thread(target=self._loop, args=(i,), name=f"airi-{i + 1}",
+                             daemon=True).start()
+
+    def _loop(self, i):
+        while True:
+            self._go[i].acquire()
+            job = self._job
+            if job is None:                 # stop()
+                self._done[i].release()
+                return
+            try:
+                job(i + 1)
+            except BaseException as exc:    # re-raised by run() on the calling thread
+                self._errors.append(exc)
+            finally:
+                self._done[i].release()
+
+    def run(self, job, helpers):
+        """Run ``job(worker)`` on the calling thread (worker 0) and ``helpers`` helper
+        threads (workers 1..helpers); return when all are done."""
+        self._job, self._errors = job, []
+        for i in range(helpers):
+            self._go[i].release()
+        try:
+            job(0)
+        finally:
+            for i in range(helpers):
+                self._done[i].acquire()
+        if self._errors:
+            raise self._errors[0]
+
+    def stop(self):
+        self._job = None
+        for i in range(self.helpers):
+            self._go[i].release()
+            self._done[i].acquire()
+
+
+def _team_of(helpers):
+    global _team
+    if _team is None or _team.helpers < helpers:
+        if _team is not None:
+            _team.stop()
+        _team = _Team(helpers)
+    return _team
+
+
+def _forget_team():
+    """In a forked child the helper threads do not exist: start new ones on demand."""
+    global _team, _lock, _in_region
+    _team, _lock, _in_region = None, threading.RLock(), False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_team)
 
 
 class _SingleThreadedBlas:
@@ -110,11 +171,12 @@ def run(fn, n_items, chunk):
         The number of workers used (size any per-worker accumulators with
         :func:`workers_available` beforehand).
     """
+    global _in_region
     chunk = max(1, int(chunk))
     n_chunks = -(-n_items // chunk)
     workers = min(workers_available(), n_chunks)
     with _lock, _SingleThreadedBlas():
-        if workers <= 1:
+        if workers <= 1 or _in_region:
             for start in range(0, n_items, chunk):
                 fn(0, start, min(start + chunk, n_items))
             return 1
@@ -127,27 +189,12 @@ def run(fn, n_items, chunk):
                 start = i * chunk
                 fn(worker, start, min(start + chunk, n_items))
 
-        futures = [_pool(workers - 1).submit(work, w) for w in range(1, workers)]
+        _in_region = True
         try:
-            work(0)
+            _team_of(workers - 1).run(work, workers - 1)
         finally:
-            for f in futures:
-                f.result()  # waits, and re-raises a worker's exception
+            _in_region = False
         return workers
-
-
-# Element-wise and memory-bound work (pooling, ReLU, BatchNorm: about a nanosecond per
-# element) is split over the threads only above this many elements: below it, handing a
-# slice to another thread costs more than it saves.
-PARALLEL_MIN_ELEMENTS = 1 << 18
-
-
-def over_batch(fn, n_items, elements):
-    """Call ``fn(start, stop)`` on slices of ``range(n_items)`` (usually the batch):
-    one slice per thread when the call touches at least ``PARALLEL_MIN_ELEMENTS``
-    elements, else a single call ``fn(0, n_items)``. Slices must write disjoint outputs."""
-    parts = workers_available() if elements >= PARALLEL_MIN_ELEMENTS else 1
-    run(lambda worker, start, stop: fn(start, stop), n_items, -(-n_items // parts))
 
 
 def workspace(worker, slot, shape, dtype):
@@ -157,7 +204,7 @@ def workspace(worker, slot, shape, dtype):
     request of the same ``(worker, slot)``. Contents are undefined (like np.empty).
     """
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     key = (worker, slot)
     buf = _buffers.get(key)
     if buf is None or buf.nbytes < nbytes:

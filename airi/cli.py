@@ -26,6 +26,7 @@ import inspect
 import json
 import os
 import secrets
+import signal
 import sys
 from pathlib import Path
 
@@ -118,8 +119,8 @@ def build_parser():
                     "MNIST digits) and report its held-out accuracy.",
         epilog="outputs in --out: model.pkl (the best model, for airi.load), "
                "checkpoint.pkl (for --resume),\nmetrics.json (test accuracy, timing, "
-               "history), history.csv (one row per epoch).\nCtrl-C stops after the current "
-               "batch and saves a checkpoint.\n\n"
+               "history), history.csv (one row per epoch). Ctrl-C or SIGTERM stops\n"
+               "after the current batch and saves a checkpoint (exit status 130 or 143).\n\n"
                "examples:\n"
                "  python -m airi.train\n"
                "  python -m airi.train --dataset mnist --data-dir data --download\n"
@@ -192,15 +193,45 @@ def build_parser():
                    help="print only the final accuracy")
     p.add_argument("--plots", action="store_true", default=None,
                    help="also write curves.png and filters.png (needs matplotlib)")
+    p.add_argument("--rank-timeout", type=float, metavar="SECONDS", default=None,
+                   help="under mpiexec: when a rank does not reach a collective within "
+                        "SECONDS, every rank stops with a message naming it (default "
+                        "600)")
     # For tests and CI: train and test on the first N images only.
     p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     return p
 
 
 # ------------------------------------------------------------------ settings
+def _check_saved_settings(saved):
+    """The settings a checkpoint holds, checked field by field before use (a damaged or
+    tampered checkpoint gets a message naming the field, not a traceback)."""
+    if not isinstance(saved, dict):
+        raise UsageError(f"--resume: the checkpoint's settings must be a dict, got "
+                         f"{type(saved).__name__}")
+    kinds = {"model": (str,), "dataset": (str,), "data_dir": (str,), "epochs": (int,),
+             "batch_size": (int,), "optimizer": (str,), "lr": (int, float),
+             "momentum": (int, float), "weight_decay": (int, float), "schedule": (str,),
+             "augment": (bool,), "val_split": (int, float), "seed": (int,),
+             "limit": (int, type(None))}
+    choices = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+    for key, kind in kinds.items():
+        if key not in saved:
+            continue
+        value = saved[key]
+        if type(value) not in kind or (key in choices and value not in choices[key]) \
+                or (isinstance(value, float) and not np.isfinite(value)):
+            expected = (f"one of {', '.join(choices[key])}" if key in choices
+                        else " or ".join(k.__name__ for k in kind))
+            raise UsageError(f"--resume: damaged or tampered checkpoint: setting "
+                             f"{key!r} must be {expected}, got {str(value)[:60]!r}")
+
+
 def _resolve_settings(args, saved=None):
     """Merge explicit options > the resumed checkpoint's settings > DEFAULTS."""
     settings = dict(DEFAULTS)
+    if saved is not None:
+        _check_saved_settings(saved)
     if not saved:     # the model's recipe, under the options given explicitly
         model = str(args.model or DEFAULTS["model"]).strip().lower().replace("-", "_")
         settings.update(MODEL_DEFAULTS.get(model, {}))
@@ -466,10 +497,22 @@ def _one_line(exc):
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _one_line_warnings():
+    """Show warnings as one line each, ``prog: warning: message`` (never a source line
+    or a raw NumPy RuntimeWarning with its file and line number)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog_name()}: warning: {_one_line(message)}",
+              file=sys.stderr if file is None else file, flush=True)
+    return show
+
+
 def main(argv=None):
     """Run the command line; returns the exit status (0 ok, 1 training failed,
-    2 usage/data error, 130 interrupted by Ctrl-C)."""
+    2 usage/data error, 130 interrupted by Ctrl-C, 143 stopped by SIGTERM)."""
+    import warnings
     from . import distributed
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warnings()
     try:
         # Under mpiexec an error on one rank stops every rank (no rank left waiting).
         with distributed.abort_on_failure(prog_name(), ignore=(UsageError,)):
@@ -481,6 +524,8 @@ def main(argv=None):
     except KeyboardInterrupt:   # Ctrl-C before or after training (not during: see fit)
         print(f"{prog_name()}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
 
 
 def _setup(args):
@@ -565,6 +610,7 @@ def _setup(args):
     if resume_path is not None:
         try:
             trainer.load_checkpoint(resume_path)
+            trainer.check_resume(loader)
         except ValueError as exc:
             raise UsageError(f"--resume: {_one_line(exc)}") from None
         if s["epochs"] != saved_settings["epochs"]:
@@ -583,6 +629,10 @@ def _main(argv):
 
     from . import distributed
     args = build_parser().parse_args(argv)
+    if args.rank_timeout is not None and not (0 < args.rank_timeout < float("inf")):
+        raise UsageError(f"--rank-timeout must be a positive number of seconds, got "
+                         f"{args.rank_timeout:g}")
+    distributed.init(timeout=args.rank_timeout)
     # Under mpiexec a failure on any rank fails every rank with the same message.
     run = distributed.run_together(_setup, args, error=UsageError)
     _check_ranks_agree(run)
@@ -615,9 +665,11 @@ def _main(argv):
         # Under mpiexec the message names the rank and every rank is stopped.
         return distributed.fail(f"{prog_name()}: error: {_one_line(exc)}{kept}", 1)
     if trainer.stop_reason == "interrupted":
-        say(f"Interrupted: checkpoint saved to {checkpoint}; continue with: "
-            f"python -m airi.train --resume {checkpoint}", always=True)
-        return 130
+        by_sigterm = trainer.stop_signal == signal.SIGTERM
+        say(f"Interrupted{' by SIGTERM' if by_sigterm else ''}: checkpoint saved to "
+            f"{checkpoint}; continue with: python -m airi.train --resume {checkpoint}",
+            always=True)
+        return 128 + signal.SIGTERM if by_sigterm else 130
 
     best_path = out / "model.pkl"
     # Rank 0 wrote model.pkl: it reads it and sends it to the other ranks.

@@ -13,7 +13,9 @@ implements it on MPI. The Trainer calls these methods and nothing else::
     allreduce_gradients(params, count)   average every Parameter.grad across ranks, each
                                          rank's gradient weighted by its ``count`` samples
     allreduce_sum(values)                float64 array of per-rank sums -> global sums
-    should_stop(flag)                    True when any rank asked to stop (Ctrl-C)
+    should_stop(flag)                    true when any rank asked to stop (Ctrl-C,
+                                         SIGTERM): the largest rank's flag (an int,
+                                         the signal's number), else 0/False
     gather_rank_state(trainer)           per-rank state stored in rank 0's checkpoint
     restore_rank_state(trainer, saved)   put this rank's share of that state back
 """

@@ -14,6 +14,8 @@ airi's shared generator (``airi.seed(n)`` makes it reproducible)::
     for xb, yb in train:
         ...
 """
+import reprlib
+
 import numpy as np
 
 from . import _config
@@ -235,8 +237,32 @@ class DataLoader:
         ------
         ValueError
             If the state was saved for another number of samples or batch size, or for
-            a loader with (or without) its own seed when this one has none (or one).
+            a loader with (or without) its own seed when this one has none (or one), or
+            is not a state a DataLoader writes (see :meth:`check_state_dict`).
         """
+        self.check_state_dict(state)
+        if self._rng is not None:
+            self._rng.bit_generator.state = state["rng_state"]
+        self.epoch = int(state["epoch"])
+        if state["order"] is None:
+            self._order, self._position, self._resume = None, 0, False
+        else:
+            self._order = np.asarray(state["order"], dtype=np.int64).copy()
+            self._position = int(state["position"])
+            self._resume = True
+
+    def check_state_dict(self, state):
+        """Check, without applying it, that :meth:`load_state_dict` accepts ``state``:
+        saved by a loader of this data set size and batch size, with its own seed when
+        this one has one, and holding what a DataLoader writes (ints >= 0, a permutation
+        of the samples, a position within the epoch, a generator state).
+
+        Raises
+        ------
+        ValueError
+            Naming the field that is wrong.
+        """
+        self._check_state(state)
         if state["dataset_size"] != self.dataset_size:
             raise ValueError(f"DataLoader.load_state_dict: state saved for "
                              f"{state['dataset_size']} samples, this loader has "
@@ -248,15 +274,50 @@ class DataLoader:
         if (state["rng_state"] is None) != (self._rng is None):
             raise ValueError("DataLoader.load_state_dict: the state and this loader "
                              "disagree on having their own seed (seed=None vs an int)")
+        self._check_order(state)
         if self._rng is not None:
-            self._rng.bit_generator.state = state["rng_state"]
-        self.epoch = int(state["epoch"])
-        if state["order"] is None:
-            self._order, self._position, self._resume = None, 0, False
-        else:
-            self._order = np.asarray(state["order"], dtype=np.int64).copy()
-            self._position = int(state["position"])
-            self._resume = True
+            probe = type(self._rng.bit_generator)()
+            try:
+                probe.state = state["rng_state"]
+            except (TypeError, ValueError, KeyError):
+                raise ValueError("DataLoader.load_state_dict: rng_state is not a state of "
+                                 f"a {type(probe).__name__} generator") from None
+
+    def _check_state(self, state):
+        """Refuse a state no DataLoader writes (a damaged or tampered checkpoint) with a
+        ValueError naming the field, before anything changes."""
+        def bad(field, expected, got):
+            raise ValueError(f"DataLoader.load_state_dict: {field} must be {expected}, got "
+                             f"{reprlib.repr(got)}")
+        if not isinstance(state, dict):
+            bad("the state", "a dict", state)
+        missing = {"epoch", "rng_state", "order", "position", "dataset_size",
+                   "batch_size"} - set(state)
+        if missing:
+            bad("the state", f"a dict with {sorted(missing)}", sorted(map(str, state)))
+        for field in ("epoch", "position", "dataset_size", "batch_size"):
+            value = state[field]
+            if isinstance(value, (bool, np.bool_)) or not isinstance(
+                    value, (int, np.integer)) or value < 0:
+                bad(field, "an int >= 0", value)
+
+    def _check_order(self, state):
+        """The saved order of a mid-epoch state: a permutation of this data set."""
+        def bad(field, expected, got):
+            raise ValueError(f"DataLoader.load_state_dict: {field} must be {expected}, got "
+                             f"{reprlib.repr(got)}")
+        order = state["order"]
+        if order is None:
+            return
+        n_batches = len(self)
+        if not 0 <= state["position"] <= n_batches:
+            bad("position", f"in 0..{n_batches} (batches per epoch)", state["position"])
+        if not (isinstance(order, np.ndarray) and order.dtype.kind in "iu"
+                and order.shape == (self.dataset_size,)):
+            bad("order", f"an int array of shape ({self.dataset_size},)",
+                getattr(order, "shape", order))
+        if not np.array_equal(np.sort(order), np.arange(self.dataset_size)):
+            bad("order", f"a permutation of 0..{self.dataset_size - 1}", order)
 
     def __repr__(self):
         shard = f", rank={self.rank}, world_size={self.world_size}" \

@@ -172,3 +172,12 @@ def get_initializer(init):
     except KeyError:
         raise ValueError(f"unknown init {init!r}; choose one of "
                          f"{sorted(_BY_NAME)} or pass a callable") from None
+
+
+def make_weight(shape, init, dtype):
+    """A new weight of ``shape`` from the initialiser ``init`` (a name or a callable
+    ``f(shape, dtype=...)``), checked to have that shape, in ``dtype``."""
+    w = np.asarray(get_initializer(init)(tuple(shape), dtype=dtype))
+    if w.shape != tuple(shape):
+        raise ValueError(f"init returned shape {w.shape}, expected {tuple(shape)}")
+    return w.astype(dtype, copy=False)

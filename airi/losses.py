@@ -36,6 +36,15 @@ class Loss:
         self.reduction = reduction
         self.clear_cache()
 
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it)."""
+        reduction = vars(self).get("reduction")
+        if type(reduction) is not str or reduction not in _REDUCTIONS:
+            raise ValueError(f"{self._name()}.reduction must be one of {_REDUCTIONS}, got "
+                             f"{str(reduction)[:40]!r}")
+        for name in type(self)._cache_names:     # caches start empty
+            self.__dict__[name] = None
+
     def __call__(self, pred, target):
         """Same as :meth:`forward`: ``loss(pred, target)`` -> float."""
         return self.forward(pred, target)

@@ -28,6 +28,7 @@ does not matter.
 """
 import bisect
 import math
+import reprlib
 
 from .optim import Adam, Optimizer
 from .validators import finite_number, positive_int
@@ -72,6 +73,59 @@ class _Schedule:
     def _apply(self):
         raise NotImplementedError
 
+    #: Attributes that are counts (positive ints) where a schedule has them.
+    _COUNTS = ("step_size", "T_max", "total_iters", "warmup_epochs", "epochs")
+
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it): the
+        optimizer, ``last_epoch`` (an int >= 0: the constructor's step() made it 0),
+        counts as positive ints, every other value a number (not NaN), a bool, a str,
+        None or a list of numbers, nested schedules as schedules. A schedule with
+        other kinds of state overrides :meth:`_check_field`.
+
+        Raises
+        ------
+        ValueError
+            Naming ``Class.attribute``.
+        """
+        name = type(self).__name__
+        for key, value in vars(self).items():
+            if key == "optimizer":
+                if not isinstance(value, Optimizer):
+                    raise ValueError(f"{name}.optimizer must be an airi optimizer, got "
+                                     f"{type(value).__name__}")
+            elif key in self._nested:
+                if value is not None and not isinstance(value, (_Schedule,
+                                                                ChainedScheduler)):
+                    raise ValueError(f"{name}.{key} must be a schedule or None, got "
+                                     f"{type(value).__name__}")
+            else:
+                self._check_field(key, value)
+        if "optimizer" not in vars(self) or "last_epoch" not in vars(self):
+            raise ValueError(f"{name}.optimizer and {name}.last_epoch are required")
+
+    def _check_field(self, key, value):
+        """A plain field of the schedule's state (see :meth:`check_state`)."""
+        name = type(self).__name__
+
+        def bad(expected):
+            raise ValueError(f"{name}.{key} must be {expected}, got {reprlib.repr(value)}")
+
+        def number(v):     # inf is allowed (e.g. a plateau schedule's best so far)
+            return type(v) in (int, float, bool) and v == v
+
+        if key == "last_epoch":
+            if type(value) is not int or value < 0:
+                bad("an int >= 0")
+        elif key in self._COUNTS:
+            if type(value) is not int or value < 1:
+                bad("a positive int")
+        elif isinstance(value, (list, tuple)):
+            if not all(number(v) for v in value):
+                bad("a list of numbers")
+        elif value is not None and type(value) is not str and not number(value):
+            bad("a number, a str or None")
+
     def get_last_lr(self):
         """The optimizer's current learning rate, as a one-element list (PyTorch)."""
         return [self.optimizer.lr]
@@ -104,6 +158,9 @@ class _Schedule:
         if set(saved) != expected:
             raise ValueError(f"{name}.load_state_dict: keys {sorted(saved)} do not match "
                              f"the expected {sorted(expected)}")
+        for key, value in saved.items():     # all checked before anything changes
+            if key not in self._nested:
+                self._check_field(key, value)
         for key in self._nested:
             inner = getattr(self, key)
             if (inner is None) != (saved[key] is None):
@@ -415,6 +472,16 @@ class ChainedScheduler:
                                  f"scheduler")
         self.schedulers = schedulers
         self.optimizer = schedulers[0].optimizer
+
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it)."""
+        schedulers = vars(self).get("schedulers")
+        if type(schedulers) is not list or not schedulers or not all(
+                isinstance(s, (_Schedule, ChainedScheduler)) for s in schedulers):
+            raise ValueError("ChainedScheduler.schedulers must be a non-empty list of "
+                             f"schedules, got {reprlib.repr(schedulers)}")
+        if not isinstance(vars(self).get("optimizer"), Optimizer):
+            raise ValueError("ChainedScheduler.optimizer must be an airi optimizer")
 
     @property
     def last_epoch(self):

@@ -29,6 +29,7 @@ Implementation notes
   NumPy arrays only, so ``airi.save`` can store it in a checkpoint.
 """
 import math
+import reprlib
 from collections.abc import MutableMapping
 
 import numpy as np
@@ -215,6 +216,55 @@ class Optimizer:
     def _check_hyper(self, name, value):
         raise NotImplementedError
 
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it) as the
+        constructor and :meth:`load_state_dict` would: the parameters, every
+        hyper-parameter, the per-parameter state. The scratch size is recomputed from
+        the parameters (never taken from the file).
+
+        Raises
+        ------
+        ValueError
+            Naming ``Class.attribute``.
+        """
+        name = type(self).__name__
+        attrs = vars(self)
+
+        def bad(key, expected, got):
+            raise ValueError(f"{name}.{key} must be {expected}, got {reprlib.repr(got)}")
+
+        params = attrs.get("params")
+        if type(params) is not list or not params or not all(
+                isinstance(p, Parameter) for p in params):
+            bad("params", "a non-empty list of Parameters", params)
+        for key in self._hyper_names:
+            if key not in attrs:
+                raise ValueError(f"{name}.{key} is missing")
+            try:
+                value = self._check_hyper(key, attrs[key])
+            except ValueError as exc:
+                raise ValueError(f"{name}.{key}: {exc}") from None
+            object.__setattr__(self, key, value)
+        self._check_combination()
+        if type(attrs.get("defaults")) is not dict:
+            bad("defaults", "a dict", attrs.get("defaults"))
+        state = attrs.get("state")
+        if type(state) is not list or len(state) != len(params) or not all(
+                type(s) is dict for s in state):
+            bad("state", f"a list of {len(params)} dicts", state)
+        for i, (s, p) in enumerate(zip(state, params)):
+            for key, value in s.items():
+                if key == "step":
+                    if type(value) is not int or value < 0:
+                        bad(f"state[{i}]['step']", "an int >= 0", value)
+                elif key not in self._state_names:
+                    bad(f"state[{i}]", f"keys among {('step',) + self._state_names}", key)
+                elif not (isinstance(value, np.ndarray) and value.dtype.kind == "f"
+                          and value.shape == p.shape):
+                    bad(f"state[{i}][{key!r}]", f"a float array of shape {p.shape}",
+                        getattr(value, "shape", value))
+        object.__setattr__(self, "_capacity", max(p.size for p in params))
+
     def _check_combination(self):
         """Checks that involve several hyper-parameters (run by the constructor)."""
 
@@ -337,6 +387,10 @@ class Optimizer:
             data = self.params[i].data
             for key, value in saved.items():
                 if key == "step":
+                    if isinstance(value, (bool, np.bool_)) or not isinstance(
+                            value, (int, np.integer)) or value < 0:
+                        raise ValueError(f"{name}.load_state_dict: step of params[{i}] "
+                                         f"must be an int >= 0, got {reprlib.repr(value)}")
                     new_state[i]["step"] = int(value)
                     continue
                 if key not in self._state_names:

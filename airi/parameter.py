@@ -93,5 +93,19 @@ class Parameter:
         self.data = state["data"]
         self.grad = None
 
+    def check_state(self):
+        """Check what a model file gave this Parameter (``airi.load`` calls it): a float
+        array of native byte order and a str name."""
+        try:
+            data, name = self._data, self.name
+        except AttributeError:
+            raise ValueError("Parameter.data is missing") from None
+        if type(data) is not np.ndarray or data.dtype.kind != "f" \
+                or not data.dtype.isnative:
+            raise ValueError(f"Parameter {str(name)[:40]!r}: data must be a float array "
+                             f"(native byte order), got {getattr(data, 'dtype', data)!r:.60}")
+        if type(name) is not str:
+            raise ValueError("Parameter.name must be a str")
+
     def __repr__(self):
         return f"Parameter({self.name!r}, shape={self.shape}, dtype={self.dtype})"

@@ -105,6 +105,30 @@ class Sequential:
     def __len__(self):
         return len(self.layers)
 
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it): ``layers``
+        a list of layers, ``training`` a bool; the layers are checked on their own.
+
+        Raises
+        ------
+        ValueError
+            Naming ``Sequential.<attribute>``.
+        """
+        import reprlib
+        state = vars(self)
+        layers = state.get("layers")
+        if type(layers) is not list:
+            raise ValueError(f"Sequential.layers must be a list of layers, got "
+                             f"{reprlib.repr(layers)}")
+        for i, layer in enumerate(layers):
+            if not all(callable(getattr(type(layer), method, None))
+                       for method in ("forward", "backward")):
+                raise ValueError(f"Sequential.layers[{i}] must be a layer with forward and "
+                                 f"backward methods, got {type(layer).__name__}")
+        if type(state.get("training")) is not bool:
+            raise ValueError(f"Sequential.training must be True or False, got "
+                             f"{reprlib.repr(state.get('training'))}")
+
     def __iter__(self):
         return iter(self.layers)
 

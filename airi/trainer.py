@@ -28,6 +28,7 @@ Loaders built by the Trainer from ``(X, y)`` tuples get ``rank``/``world_size`` 
 rank sees its shard of every global batch; evaluation shards the data and reduces the sums.
 """
 import math
+import reprlib
 import signal
 import sys
 import threading
@@ -42,8 +43,8 @@ from .callbacks import (Callback, ModelCheckpoint, EarlyStopping,  # noqa: F401
 from .context import LocalContext, TrainingContext  # noqa: F401
 from .sequential import call_forward
 
-__all__ = ["Trainer", "TrainingError", "Callback", "ModelCheckpoint", "EarlyStopping",
-           "CSVLogger", "LocalContext"]
+__all__ = ["Trainer", "TrainingError", "TrainingWarning", "Callback", "ModelCheckpoint",
+           "EarlyStopping", "CSVLogger", "LocalContext"]
 
 CHECKPOINT_KIND = "airi.Trainer checkpoint"
 CHECKPOINT_VERSION = 1
@@ -62,37 +63,155 @@ class TrainingError(FloatingPointError):
         The offending loss value.
     """
 
-    def __init__(self, message, epoch=None, batch=None, loss=None):
+    def __init__(self, message, epoch=None, batch=None, loss=None, cause=None,
+                 sample=None):
         super().__init__(message)
         self.epoch, self.batch, self.loss = epoch, batch, loss
+        self.cause, self.sample = cause, sample
+
+
+class TrainingWarning(RuntimeWarning):
+    """Training goes on but looks wrong (e.g. the loss exploded); issued once per fit."""
+
+
+#: A batch loss this many times the first one (and over 1000) counts as exploding.
+EXPLODING_FACTOR = 1000.0
+#: The signals that stop training after the current batch (with a checkpoint).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 # ------------------------------------------------------------------ helpers
-class _SigintFlag:
-    """During ``fit``, turn the first Ctrl-C into a request to stop after the current
-    batch (a second Ctrl-C interrupts at once). The previous handler comes back on exit."""
+class _StopSignals:
+    """During ``fit``, turn the first Ctrl-C (SIGINT) or SIGTERM (what batch schedulers
+    such as SLURM and Kubernetes send before they kill) into a request to stop after
+    the current batch and write the checkpoint; a second signal interrupts at once.
+    The previous handlers come back on exit."""
 
     def __init__(self, trainer):
         self.trainer = trainer
-        self._previous = None
+        self._previous = {}
 
     def __enter__(self):
         # Python only lets the main thread install signal handlers.
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.trainer._stop_requested:
             raise KeyboardInterrupt
-        self.trainer._stop_requested = True
-        print("\nInterrupted: stopping at the end of the current batch "
-              "(press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+        # The flag is the signal's number: under MPI the ranks exchange the largest.
+        self.trainer._stop_requested = int(signum)
+        if not self.trainer.parallel.is_main():
+            return       # under mpiexec every rank gets SIGTERM: rank 0 speaks for all
+        again = "press Ctrl-C" if signum == signal.SIGINT else "send it"
+        print(f"\n{_SIGNAL_NAMES.get(signum, signum)} received: stopping at the end of "
+              f"the current batch ({again} again to abort at once)", file=sys.stderr,
+              flush=True)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
         return False
+
+
+def _check_rng_state(value, field):
+    """A state of airi's random generator (what get_rng_state returns)."""
+    generator = type(_config.get_rng().bit_generator)()
+    try:
+        generator.state = value
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"checkpoint field {field!r} is not a random generator state "
+                         f"({type(exc).__name__}: {reprlib.repr(exc)})") from None
+
+
+def _check_checkpoint(state):
+    """Check a checkpoint's fields before anything is restored (a damaged or tampered
+    file must not end in a traceback from deep inside a schedule or a loader).
+
+    Raises
+    ------
+    ValueError
+        Naming the field, what it must be and what it holds.
+    """
+    def bad(field, expected, value):
+        raise ValueError(f"checkpoint field {field!r} must be {expected}, got "
+                         f"{reprlib.repr(value)}")
+
+    def is_int(value, low):
+        return type(value) is int and value >= low
+
+    def finite(value, low=None):
+        return type(value) in (int, float) and math.isfinite(value) and (
+            low is None or value >= low)
+
+    version = state.get("version")
+    if not is_int(version, 1) or version > CHECKPOINT_VERSION:
+        bad("version", f"an int in 1..{CHECKPOINT_VERSION}", version)
+    epoch = state.get("epoch")
+    if not is_int(epoch, 0):
+        bad("epoch", "an int >= 0", epoch)
+    history = state.get("history", [])
+    if type(history) is not list or not all(type(r) is dict for r in history):
+        bad("history", "a list of dicts (one per epoch)", history)
+    if len(history) != epoch:
+        bad("history", f"{epoch} records (one per epoch trained)", f"{len(history)} records")
+    for field, kind in (("optimizer", dict), ("scheduler", list), ("callbacks", list)):
+        value = state.get(field, kind())
+        if value is not None and type(value) is not kind:
+            bad(field, f"a {kind.__name__}", value)
+    hyper = state.get("optimizer_hyperparameters", {})
+    if type(hyper) is not dict or not all(type(k) is str and finite(v)
+                                          for k, v in hyper.items()):
+        bad("optimizer_hyperparameters", "a dict of finite numbers", hyper)
+    world_size = state.get("world_size", 1)
+    if not is_int(world_size, 1):
+        bad("world_size", "an int >= 1", world_size)
+    for field in ("loader", "rank_state"):
+        if state.get(field) is not None and type(state.get(field)) is not dict:
+            bad(field, "a dict or None", state.get(field))
+    _check_rng_state(state.get("rng_state"), "rng_state")
+    partial = state.get("partial_epoch")
+    if partial is None:
+        return
+    if type(partial) is not dict:
+        bad("partial_epoch", "a dict or None", partial)
+    if not is_int(partial.get("batch"), 1):
+        bad("partial_epoch.batch", "an int >= 1", partial.get("batch"))
+    sums = partial.get("sums")
+    if not (type(sums) is list and len(sums) == 3 and all(finite(s, 0) for s in sums)):
+        bad("partial_epoch.sums", "3 finite numbers >= 0 (loss, correct, samples)", sums)
+    if not finite(partial.get("seconds"), 0):
+        bad("partial_epoch.seconds", "a finite number >= 0", partial.get("seconds"))
+    for field in ("rng", "epoch_start_rng"):
+        _check_rng_state(partial.get(field), f"partial_epoch.{field}")
+    for field in ("loader", "epoch_start_loader"):
+        if partial.get(field) is not None and type(partial.get(field)) is not dict:
+            bad(f"partial_epoch.{field}", "a dict or None", partial.get(field))
+
+
+def total_batches(loader):
+    """Batches per epoch of ``loader`` (None when it has no length)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _first_bad_sample(xb):
+    """Index of the first sample of the batch with a NaN or inf value, or None."""
+    try:
+        x = np.asarray(xb)
+        if x.dtype.kind not in "fc" or x.ndim == 0:
+            return None
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    except (TypeError, ValueError):
+        return None
+    bad = np.flatnonzero(~finite)
+    return int(bad[0]) if bad.size else None
 
 
 def _array_batches(X, y, batch_size, rank=0, world_size=1):
@@ -281,6 +400,9 @@ class Trainer:
         One record per completed epoch (see :meth:`fit`).
     stop_reason : str or None
         Why the last ``fit`` ended: "completed", "early_stopping" or "interrupted".
+    stop_signal : int or None
+        For an interrupted ``fit``: ``signal.SIGINT`` (Ctrl-C) or ``signal.SIGTERM``
+        (under MPI: the one any rank received, SIGTERM first).
     after_backward : list of callables
         ``hook(params)`` run after every backward pass, before ``optimizer.step()``.
     checkpoint_extra : object
@@ -308,6 +430,7 @@ class Trainer:
         self.checkpoint_path = None
         self.checkpoint_extra = None   # plain data kept in checkpoints (the CLI's settings)
         self._stop_requested = False
+        self.stop_signal = None   # the signal that stopped the last fit (SIGINT/SIGTERM)
         self._params = list(model.parameters())
         self._train_loader = None
         self._callbacks = []
@@ -385,6 +508,12 @@ class Trainer:
         correct : int or None
             Correct argmax predictions in the batch (None for non-classification).
         """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            # Overflow shows up as a non-finite loss, which fit reports (with its cause)
+            # instead of NumPy's RuntimeWarning lines.
+            return self._train_step(xb, yb)
+
+    def _train_step(self, xb, yb):
         self.optimizer.zero_grad()
         out = call_forward(self.model, xb, training=True)
         # Counted before the loss sees `out`: a loss may normalise its input in place.
@@ -434,14 +563,16 @@ class Trainer:
         sums = np.zeros(3 + len(ks))   # loss * n, correct, n, top-k correct ...
         has_accuracy = True
         for xb, yb in self._batches(data, batch_size):
-            out = call_forward(self.model, xb, training=False)
-            correct = _count_correct(out, yb)
-            if ks and out.ndim == 2 and max(ks) > out.shape[1]:
-                raise ValueError(f"Trainer.evaluate: top_k={max(ks)} but the model "
-                                 f"outputs {out.shape[1]} classes")
-            top = _count_top_k(out, yb, ks)
-            n = len(xb)
-            sums[0] += float(self.loss(out, yb)) * n
+            # a diverged model gives inf/nan scores: the loss says so, no NumPy warnings
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                out = call_forward(self.model, xb, training=False)
+                correct = _count_correct(out, yb)
+                if ks and out.ndim == 2 and max(ks) > out.shape[1]:
+                    raise ValueError(f"Trainer.evaluate: top_k={max(ks)} but the model "
+                                     f"outputs {out.shape[1]} classes")
+                top = _count_top_k(out, yb, ks)
+                n = len(xb)
+                sums[0] += float(self.loss(out, yb)) * n
             sums[2] += n
             if correct is None:
                 has_accuracy = False
@@ -508,8 +639,9 @@ class Trainer:
         batch_size : int
             Batch size for tuple inputs.
         checkpoint_path : str or path-like, optional
-            A resumable checkpoint written after every epoch and when Ctrl-C stops the
-            run; a NaN/inf loss leaves the last one written untouched.
+            A resumable checkpoint written after every epoch and when Ctrl-C or SIGTERM
+            stops the run (after the current batch; a second signal stops at once); a
+            NaN/inf loss leaves the last one written untouched.
         verbose : bool, optional
             Overrides the Trainer's ``verbose`` for this call.
         validation_split : float in [0, 1), default 0
@@ -530,7 +662,16 @@ class Trainer:
         ValueError
             Bad ``train`` or ``val`` data (see above), before any training.
         TrainingError
-            When the loss becomes NaN or infinite (names the epoch and batch).
+            When the loss becomes NaN or infinite: names the epoch and batch and says
+            why (``cause``): "data" when the batch's inputs hold NaN/inf (``sample``:
+            the first bad sample's index in the data set, or in the batch when the
+            loader cannot tell), else "divergence".
+
+        Warns
+        -----
+        TrainingWarning
+            Once per call, when a batch's loss explodes (over 1000 times the first
+            batch's and over 1000) while still finite.
         """
         epochs = int(epochs)
         if epochs < 1:
@@ -560,6 +701,9 @@ class Trainer:
         self._train_loader = self._as_train_loader(train, int(batch_size))
         self.stop_training = False
         self._stop_requested = False
+        self.stop_signal = None
+        self._first_loss = None
+        self._warned_exploding = False
         self.stop_reason = "completed"
         try:
             self._apply_pending()
@@ -570,7 +714,7 @@ class Trainer:
             self.parallel.broadcast_parameters(self._params)
             for cb in self._callbacks:
                 cb.on_train_begin(self)
-            with _SigintFlag(self):
+            with _StopSignals(self):
                 while self.epoch < epochs and not self.stop_training:
                     for cb in self._callbacks:
                         cb.on_epoch_begin(self, self.epoch + 1)
@@ -581,10 +725,10 @@ class Trainer:
                     for cb in self._callbacks:
                         cb.on_epoch_end(self, record)
                     self._save_resumable()
-                    if self.parallel.should_stop(self._stop_requested):
+                    if self._should_stop():
                         self.stop_reason = "interrupted"
-                        self._log(f"Stopped by Ctrl-C after epoch {self.epoch}"
-                                  + self._saved_note())
+                        self._log(f"Stopped by {self._stop_name()} after epoch "
+                                  f"{self.epoch}" + self._saved_note())
                         break
                 if self.stop_training and self.stop_reason == "completed":
                     self.stop_reason = "early_stopping"
@@ -613,7 +757,8 @@ class Trainer:
                 index += 1
                 loss, correct = self.train_step(xb, yb)
                 if not math.isfinite(loss):
-                    raise self._nan_error(loss, epoch, index, total)
+                    raise self._nan_error(loss, epoch, index, total, xb)
+                self._watch_loss(loss, epoch, index)
                 n = len(xb)
                 sums[0] += loss * n
                 sums[2] += n
@@ -625,7 +770,7 @@ class Trainer:
                     bar.update(1)
                     if index % 10 == 0:
                         bar.set_postfix_str(f"loss {sums[0] / sums[2]:.4f}", refresh=False)
-                if self.parallel.should_stop(self._stop_requested):
+                if self._should_stop():
                     if total is None or index < total:
                         self._interrupt(epoch, index, sums, elapsed + time.perf_counter()
                                         - start)
@@ -686,7 +831,7 @@ class Trainer:
             if loader_state is not None and hasattr(loader, "load_state_dict"):
                 loader.load_state_dict(loader_state)
             batches = iter(loader)
-            for _ in range(partial["batch"]):
+            for _ in range(partial["batch"]):   # bounded: check_resume ran
                 next(batches)
         _config.set_rng_state(partial["rng"])
         sums = np.array(partial["sums"], dtype=np.float64)
@@ -699,22 +844,77 @@ class Trainer:
                          "epoch_start_loader": loader_state, "rng": _config.get_rng_state(),
                          "loader": self._loader_state(self._train_loader)}
         self._save_resumable()
-        self._log(f"Stopped by Ctrl-C in epoch {epoch} after batch {index}"
+        self._log(f"Stopped by {self._stop_name()} in epoch {epoch} after batch {index}"
                   + self._saved_note())
+
+    def _should_stop(self):
+        """Whether this or any rank asked to stop; notes which signal asked."""
+        flag = self.parallel.should_stop(self._stop_requested)
+        if flag and self.stop_signal is None:
+            self.stop_signal = int(flag) if int(flag) in _SIGNAL_NAMES else \
+                (int(self._stop_requested) or signal.SIGINT)
+        return bool(flag)
+
+    def _stop_name(self):
+        return _SIGNAL_NAMES.get(self.stop_signal, "Ctrl-C")
+
+    def _watch_loss(self, loss, epoch, index):
+        """Warn once per fit when the loss explodes (still finite, e.g. 1e23 after a too
+        large learning rate): the run goes on, but it is most likely wasted."""
+        if self._first_loss is None:
+            self._first_loss = loss
+            return
+        if (not self._warned_exploding and loss > 1000.0
+                and loss > EXPLODING_FACTOR * max(abs(self._first_loss), 1.0)):
+            self._warned_exploding = True
+            lr = getattr(self.optimizer, "lr", None)
+            warnings.warn(
+                f"the loss exploded to {loss:.4g} in epoch {epoch}, batch {index} (it "
+                f"started at {self._first_loss:.4g}): training is diverging; try a "
+                f"smaller learning rate{f' than {lr:g}' if isinstance(lr, float) else ''}",
+                TrainingWarning, stacklevel=4)
 
     def _saved_note(self):
         if self.checkpoint_path is None:
             return " (no checkpoint_path given: nothing saved)"
         return f"; checkpoint saved to {self.checkpoint_path}"
 
-    def _nan_error(self, loss, epoch, index, total):
+    def _nan_error(self, loss, epoch, index, total, xb):
+        """The TrainingError for a NaN/inf loss, saying why: bad data in the batch
+        (the first sample with a NaN or inf), or the training diverged."""
         of = f"/{total}" if total else ""
         kept = (f"; the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch})"
                 if self.checkpoint_path is not None and self.epoch > 0 else "")
+        where = f"loss became {loss} in epoch {epoch}, batch {index}{of}: training stopped"
+        bad = _first_bad_sample(xb)
+        if bad is not None:
+            in_data = self._data_index(index, bad)
+            which = (f"sample {in_data} of the training data (sample {bad} of the batch)"
+                     if in_data is not None else f"sample {bad} of the batch")
+            return TrainingError(
+                f"{where}: the input data hold NaN or inf values, first in {which}; "
+                f"clean the data (e.g. keep np.isfinite(X).all(axis=tuple(range(1, "
+                f"X.ndim))) rows){kept}",
+                epoch=epoch, batch=index, loss=loss, cause="data",
+                sample=in_data if in_data is not None else bad)
+        lr = getattr(self.optimizer, "lr", None)
+        lr_text = f" than {lr:g}" if isinstance(lr, (int, float)) else ""
         return TrainingError(
-            f"loss became {loss} in epoch {epoch}, batch {index}{of}: training stopped "
-            f"(try a smaller learning rate or normalised inputs){kept}",
-            epoch=epoch, batch=index, loss=loss)
+            f"{where}: the inputs are finite, so training diverged (try a smaller "
+            f"learning rate{lr_text}, or normalised inputs){kept}",
+            epoch=epoch, batch=index, loss=loss, cause="divergence")
+
+    def _data_index(self, batch, position):
+        """The index in the data set of sample ``position`` of the epoch's batch number
+        ``batch`` (1-based), when the loader can tell (an airi DataLoader)."""
+        loader = self._train_loader
+        order = getattr(loader, "_order", None)
+        if order is None or not hasattr(loader, "batch_indices"):
+            return None
+        try:
+            return int(loader.batch_indices(order, batch - 1)[position])
+        except (IndexError, TypeError, ValueError):
+            return None
 
     def _epoch_record(self, epoch, sums, has_accuracy, train_seconds, lr):
         sums = self.parallel.allreduce_sum(sums)
@@ -799,6 +999,10 @@ class Trainer:
         if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
             raise ValueError(f"{path}: not a Trainer checkpoint (a model file? load it "
                              "with airi.load instead)")
+        try:
+            _check_checkpoint(state)
+        except ValueError as exc:
+            raise ValueError(f"{path}: damaged or tampered checkpoint: {exc}") from None
         model_state = state["model"]
         if hasattr(model_state, "state_dict"):
             model_state = model_state.state_dict()
@@ -807,15 +1011,18 @@ class Trainer:
         except (KeyError, ValueError, IndexError) as exc:
             raise ValueError(f"{path}: the checkpoint's model does not match this model "
                              f"({exc})") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        for name, value in state.get("optimizer_hyperparameters", {}).items():
-            setattr(self.optimizer, name, value)
         saved = state.get("scheduler") or []
         if len(saved) != len(self.schedulers):
             raise ValueError(f"{path}: the checkpoint has {len(saved)} schedule(s), this "
                              f"Trainer has {len(self.schedulers)}")
-        for sched, sched_state in zip(self.schedulers, saved):
-            sched.load_state_dict(sched_state)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            for name, value in state.get("optimizer_hyperparameters", {}).items():
+                setattr(self.optimizer, name, value)
+            for sched, sched_state in zip(self.schedulers, saved):
+                sched.load_state_dict(sched_state)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{path}: damaged or tampered checkpoint: {exc}") from None
         self.epoch = int(state["epoch"])
         self.history = [dict(r) for r in state.get("history", [])]
         self._partial = state.get("partial_epoch")
@@ -825,13 +1032,46 @@ class Trainer:
         self.parallel.restore_rank_state(self, state.get("rank_state"))
         return state
 
+    def check_resume(self, loader):
+        """Check that the checkpoint read by :meth:`load_checkpoint` fits ``loader`` (the
+        training loader ``fit`` will get): its saved loader states and the batch its
+        interrupted epoch stopped at. ``fit`` runs it too; call it earlier to report a
+        mismatch before training starts.
+
+        Raises
+        ------
+        ValueError
+            Naming the checkpoint field that does not fit.
+        """
+        state = self._pending
+        if state is None:
+            return
+        partial = self._partial or {}
+        checks = [("loader", state.get("loader")),
+                  ("partial_epoch.loader", partial.get("loader")),
+                  ("partial_epoch.epoch_start_loader", partial.get("epoch_start_loader"))]
+        if hasattr(loader, "check_state_dict"):
+            for field, saved in checks:
+                if saved is not None:
+                    try:
+                        loader.check_state_dict(saved)
+                    except (ValueError, TypeError, KeyError) as exc:
+                        raise ValueError(f"checkpoint field {field!r} does not fit the "
+                                         f"training data: {exc}") from None
+        batches = total_batches(loader)
+        if partial and batches is not None and partial["batch"] >= batches:
+            raise ValueError(f"checkpoint field 'partial_epoch.batch' is "
+                             f"{partial['batch']}, but an epoch of the training data has "
+                             f"{batches} batches (another data set or batch size?)")
+
     def _apply_pending(self):
         """Finish a load_checkpoint at the start of fit, once the loader and callbacks
         exist: their states, and the random state (in case something drew from it in
         between, e.g. building the loader)."""
-        state, self._pending = self._pending, None
-        if state is None:
+        if self._pending is None:
             return
+        self.check_resume(self._train_loader)
+        state, self._pending = self._pending, None
         _config.set_rng_state(state["rng_state"])
         loader_state = state.get("loader")
         if (self._partial is None and loader_state is not None

@@ -342,6 +342,9 @@ def main(argv=None):
 
     if _mpiexec() is None:
         sys.exit("bench_distributed: no mpiexec found: pip install 'airi[mpi]'")
+    sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+    import machine
+    print(machine.describe(), flush=True)
     try:
         import torch  # noqa: F401
         has_torch = not args.no_torch
@@ -379,7 +382,8 @@ def main(argv=None):
             _print_projection(model, dict(pair, seconds_per_step=step), args.batch_size)
     if args.json:
         Path(args.json).write_text(json.dumps({"best": table, "all": results,
-                                               "batch_size": args.batch_size}, indent=2))
+                                               "batch_size": args.batch_size,
+                                               "machine": machine.info()}, indent=2))
     return 0
 
 

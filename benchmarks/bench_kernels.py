@@ -1,6 +1,6 @@
 """NumPy twins vs compiled kernels: ms per call and the speed-up, per kernel and shape.
 
-Each kernel runs through airi._backend (validation included, as the layers call it),
+Each kernel runs through airi.functional (validation included, as the layers call it),
 once on the "numpy" backend and once on "cython". Every timed block starts with an
 untimed warm-up call and a short pause (so no thread of a previous block is still
 spinning), and reports the median of ``--repeat`` calls.
@@ -8,10 +8,10 @@ spinning), and reports the median of ``--repeat`` calls.
 Run:  python benchmarks/bench_kernels.py [--threads 2] [--repeat 7] [--json out.json]
 Targets (issue 6): col2im >= 3x and max-pool forward+backward >= 5x faster than NumPy.
 
-Run it on an otherwise idle machine: when other processes keep the cores busy, an
-OpenMP team waits for its descheduled threads at the end of every call, and compiled
-timings of a few tenths of a millisecond turn into 10 ms outliers (``--threads 1``,
-or ``OMP_WAIT_POLICY=PASSIVE``, is then the fairer measurement).
+Run it on an otherwise idle machine: when other processes keep the cores busy, a
+thread handing a slice of the batch to another waits for a time slice, and compiled
+timings of a few tenths of a millisecond turn into outliers (``--threads 1`` is then
+the fairer measurement).
 """
 import argparse
 import json
@@ -38,11 +38,14 @@ if ARGS.threads:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(ARGS.threads))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
 from airi import _backend  # noqa: E402
+import machine  # noqa: E402
+import airi.functional as F  # noqa: E402
 
 # (N, C, H=W, k, pad), stride 1: the issue-6 conv shapes and the seed CIFAR conv2
 CONV_SHAPES = [
@@ -75,32 +78,32 @@ def median_ms(fn, repeat, pause):
 def conv_cases(rng, dtype):
     for N, C, H, k, p in CONV_SHAPES:
         x = rng.standard_normal((N, C, H, H)).astype(dtype)
-        cols = _backend.im2col(x, k, 1, p)
+        cols = F.im2col(x, k, 1, p)
         label = f"{N}x{C}x{H}x{H} k{k} p{p}"
-        yield "im2col", label, lambda x=x, k=k, p=p: _backend.im2col(x, k, 1, p)
+        yield "im2col", label, lambda x=x, k=k, p=p: F.im2col(x, k, 1, p)
         yield "col2im", label, \
-            lambda c=cols, s=x.shape, k=k, p=p: _backend.col2im(c, s, k, 1, p)
+            lambda c=cols, s=x.shape, k=k, p=p: F.col2im(c, s, k, 1, p)
 
 
 def pool_cases(rng, dtype):
     for N, C, H, k, s in POOL_SHAPES:
         x = rng.standard_normal((N, C, H, H)).astype(dtype)
-        out, arg = _backend.maxpool_forward(x, k, s)
+        out, arg = F.max_pool2d_forward(x, k, s)
         dout = rng.standard_normal(out.shape).astype(dtype)
         label = f"{N}x{C}x{H}x{H} {k}x{k}/{s}"
 
         def fwd_bwd(x=x, k=k, s=s, dout=dout):
-            o, a = _backend.maxpool_forward(x, k, s)
-            return _backend.maxpool_backward(dout, a, x.shape, k, s)
+            o, a = F.max_pool2d_forward(x, k, s)
+            return F.max_pool2d_backward(dout, a, x.shape, k, s)
 
         # argmax is recomputed per backend: the NumPy and compiled ones are equal anyway
-        yield "maxpool fwd", label, lambda x=x, k=k, s=s: _backend.maxpool_forward(x, k, s)
+        yield "maxpool fwd", label, lambda x=x, k=k, s=s: F.max_pool2d_forward(x, k, s)
         yield "maxpool bwd", label, lambda d=dout, a=arg, sh=x.shape, k=k, s=s: \
-            _backend.maxpool_backward(d, a, sh, k, s)
+            F.max_pool2d_backward(d, a, sh, k, s)
         yield "maxpool fwd+bwd", label, fwd_bwd
-        yield "avgpool fwd", label, lambda x=x, k=k, s=s: _backend.avgpool_forward(x, k, s)
+        yield "avgpool fwd", label, lambda x=x, k=k, s=s: F.avg_pool2d_forward(x, k, s)
         yield "avgpool bwd", label, lambda d=dout, sh=x.shape, k=k, s=s: \
-            _backend.avgpool_backward(d, sh, k, s)
+            F.avg_pool2d_backward(d, sh, k, s)
 
 
 def main():
@@ -114,6 +117,7 @@ def main():
     dtype = np.dtype(ARGS.dtype)
     rng = np.random.default_rng(0)
     rows = []
+    print(machine.describe())
     print(f"airi kernels, {dtype}, {airi.get_num_threads()} threads, "
           f"median of {ARGS.repeat} (ms)")
     header = f"{'kernel':<16} {'shape':<24} {'numpy':>9} {'compiled':>9} {'speedup':>8}"
@@ -132,7 +136,7 @@ def main():
     if ARGS.json:
         meta = dict(dtype=str(dtype), threads=airi.get_num_threads(), repeat=ARGS.repeat,
                     numpy=np.__version__, python=platform.python_version(),
-                    machine=platform.machine(), cpus=os.cpu_count())
+                    machine=machine.info())
         with open(ARGS.json, "w") as f:
             json.dump(dict(meta=meta, results=rows), f, indent=2)
         print(f"wrote {ARGS.json}")

@@ -11,7 +11,10 @@ untimed call, then ``--repeat`` timed calls. The median of all timed calls is re
 
 GFLOP/s counts 2*N*F*C*kh*kw*Ho*Wo for a convolution's forward pass and twice that
 for its backward pass (dW and dx); pooling reports ms only. "torch/airi" > 1 means airi
-is faster.
+is faster. Before the layers the benchmark measures the machine's large-SGEMM rate
+(NumPy's BLAS, a 2048^3 float32 product on the same threads) and prints each Conv2D
+pass's GFLOP/s as a percentage of it ("%sgemm"); the plan column says which algorithm
+airi's planner ran for the pass (gemm = im2col + GEMM, the GEMM-bound ones).
 
 Run::
 
@@ -24,7 +27,6 @@ Target (issue 6): Conv2D forward+backward >= 1.0x PyTorch on the first three sha
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -48,11 +50,14 @@ ARGS = _parse()
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = str(ARGS.threads)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
-from airi import _backend  # noqa: E402
+import airi.functional  # noqa: E402
+from airi import _backend, _planner  # noqa: E402
+import machine  # noqa: E402
 
 # (N, C, H=W, F, k, pad), stride 1: issue 6's three shapes, then the seed CIFAR conv2,
 # LeNet's conv2, VGG's deepest conv and a 1x1 conv
@@ -106,6 +111,20 @@ def interleaved(impls, rounds, repeat, pause):
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
+def sgemm_rate(threads, size=2048, repeat=5):
+    """GFLOP/s of a large float32 GEMM (size^3) in NumPy's BLAS on ``threads`` threads:
+    the machine's practical peak for the GEMMs airi's convolutions make."""
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    b = rng.standard_normal((size, size)).astype(np.float32)
+    out = np.empty((size, size), np.float32)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        np.matmul(a, b, out=out)
+        best = min(timed_block(lambda: np.matmul(a, b, out=out), repeat, ARGS.pause))
+    return 2.0 * size ** 3 / best / 1e9
+
+
 # ----------------------------------------------------------------------- cases
 def conv_case(torch, shape, rng, backends):
     N, C, H, F, k, p = shape
@@ -120,21 +139,21 @@ def conv_case(torch, shape, rng, backends):
         be, direct = ("cython", False) if name == "im2col" else (name, True)
 
         def fwd(be=be, direct=direct):
-            previous = _backend.set_direct_conv(direct)
+            previous = _planner.set_direct_conv(direct)
             try:
                 with _backend.use_backend(be):
                     return layer.forward(x, training=True)
             finally:
-                _backend.set_direct_conv(previous)
+                _planner.set_direct_conv(previous)
 
         def bwd(be=be, direct=direct):
-            previous = _backend.set_direct_conv(direct)
+            previous = _planner.set_direct_conv(direct)
             try:
                 with _backend.use_backend(be):
                     layer.forward(x, training=True) if layer.x is None else None
                     return layer.backward(dout)
             finally:
-                _backend.set_direct_conv(previous)
+                _planner.set_direct_conv(previous)
         impls_fwd[name], impls_bwd[name] = fwd, bwd
     if torch is not None:
         xt, wt = torch.from_numpy(x), torch.from_numpy(layer.W.data.copy())
@@ -145,7 +164,9 @@ def conv_case(torch, shape, rng, backends):
                                               False, [0, 0], 1, [True, True, True])
     flops = 2.0 * N * F * C * k * k * Ho * Ho
     label = f"Conv2D {N}x{C}x{H}x{H} F{F} k{k} p{p}"
-    return label, impls_fwd, impls_bwd, flops
+    with _backend.use_backend(backends[0]):
+        plan = airi.functional.conv2d_plan(x, layer.W.data, 1, p)
+    return label, impls_fwd, impls_bwd, flops, plan
 
 
 def pool_case(torch, spec, rng, backends):
@@ -185,7 +206,7 @@ def pool_case(torch, spec, rng, backends):
                                                           False, True, None)
         impls_bwd["torch"] = tb
     label = f"{'MaxPool2D' if kind == 'max' else 'AvgPool2D'} {N}x{C}x{H}x{H} {k}x{k}/{s}"
-    return label, impls_fwd, impls_bwd, None
+    return label, impls_fwd, impls_bwd, None, None
 
 
 def main():
@@ -200,11 +221,16 @@ def main():
         ARGS.rounds, ARGS.repeat = min(ARGS.rounds, 2), min(ARGS.repeat, 3)
     names = backends + (["im2col"] if ARGS.im2col and "cython" in backends else []) + \
         (["torch"] if torch is not None else [])
+    print(machine.describe())
     print(f"airi layers, float32, {ARGS.threads} threads, median of {ARGS.rounds} "
           f"interleaved rounds x {ARGS.repeat} calls"
           + (f", torch {torch.__version__}" if torch else " (torch not installed)"))
+    peak = sgemm_rate(ARGS.threads)
+    print(f"large SGEMM (2048^3, NumPy's BLAS, {ARGS.threads} threads): {peak:.0f} GFLOP/s")
+    airi.set_num_threads(ARGS.threads)
     head = f"{'layer':<36} {'pass':<8}" + "".join(f"{n + ' ms':>11}" for n in names)
-    head += f"{'GFLOP/s':>9}" + (f"{'torch/airi':>11}" if torch else "")
+    head += f"{'GFLOP/s':>9}{'%sgemm':>8}{'plan':>13}" + \
+        (f"{'torch/airi':>11}" if torch else "")
     print(head)
     print("-" * len(head))
     rng = np.random.default_rng(0)
@@ -212,26 +238,30 @@ def main():
     cases = [conv_case(torch, s, rng, backends) for s in CONV_SHAPES] + \
             [pool_case(torch, s, rng, backends) for s in POOL_SHAPES]
     main_impl = backends[0]
-    for label, fwd, bwd, flops in cases:
+    for label, fwd, bwd, flops, plan in cases:
         ms_f = interleaved(fwd, ARGS.rounds, ARGS.repeat, ARGS.pause)
         ms_b = interleaved(bwd, ARGS.rounds, ARGS.repeat, ARGS.pause)
         ms_fb = {n: ms_f[n] + ms_b[n] for n in ms_f}
+        passes = {"fwd": plan and plan.forward,
+                  "bwd": plan and "/".join(sorted({plan.dx, plan.dw})), "fwd+bwd": ""}
         for pass_, ms, fl in (("fwd", ms_f, flops), ("bwd", ms_b, flops and 2 * flops),
                               ("fwd+bwd", ms_fb, flops and 3 * flops)):
             gflops = fl / (ms[main_impl] * 1e6) if fl else None
             ratio = ms["torch"] / ms[main_impl] if torch else None
+            share = 100 * gflops / peak if gflops else None
             rows.append(dict(layer=label, pass_=pass_, gflops=gflops, torch_over_airi=ratio,
+                             percent_of_sgemm=share, plan=passes[pass_] or None,
                              **{f"{n}_ms": ms[n] for n in names if n in ms}))
             line = f"{label if pass_ == 'fwd' else '':<36} {pass_:<8}"
             line += "".join(f"{ms[n]:11.2f}" if n in ms else f"{'-':>11}" for n in names)
-            line += f"{gflops:9.0f}" if gflops else f"{'':>9}"
+            line += f"{gflops:9.0f}{share:7.0f}%" if gflops else f"{'':>17}"
+            line += f"{passes[pass_] or '':>13}"
             line += f"{ratio:10.2f}x" if ratio else ""
             print(line, flush=True)
     if ARGS.json:
         meta = dict(threads=ARGS.threads, rounds=ARGS.rounds, repeat=ARGS.repeat,
                     numpy=np.__version__, torch=getattr(torch, "__version__", None),
-                    python=platform.python_version(), machine=platform.machine(),
-                    cpus=os.cpu_count(), backends=backends)
+                    machine=machine.info(), backends=backends, sgemm_gflops=peak)
         with open(ARGS.json, "w") as f:
             json.dump(dict(meta=meta, results=rows), f, indent=2)
         print(f"wrote {ARGS.json}")

@@ -13,7 +13,8 @@ with W2 = W.reshape(F, CKK), CKK = C*kh*kw, P = Ho*Wo:
 
 Forward = im2col + GEMM + reshapes/copies to NCHW; backward = the copies of dout +
 GEMMs for dW and dcols + col2im. Layouts (b) and (c) write/read their columns through
-``im2col_into`` / ``col2im_from`` on strided views, so the kernels are identical.
+``im2col_into`` / ``col2im_into`` (airi._backend's compiled namespace, one thread) on
+strided views, so the kernels are identical.
 For (c) the kernel writes each column run with a stride of CKK (a native rows-layout
 kernel would gather instead of scatter; the cost is of the same order).
 
@@ -28,7 +29,7 @@ import time
 
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2, help="kernel and BLAS threads")
+    p.add_argument("--threads", type=int, default=2, help="BLAS threads (the kernels run on one)")
     p.add_argument("--repeat", type=int, default=7, help="timed repeats (median kept)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--pause", type=float, default=0.2,
@@ -47,15 +48,16 @@ ARGS = _parse()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
 from airi import _backend  # noqa: E402
+import machine  # noqa: E402
 
 if "cython" not in _backend.available_backends():
     sys.exit(f"compiled kernels missing: {_backend.compiled_error()}")
-from airi._ext import _conv  # noqa: E402
 
 # (N, C, H=W, F, k, pad): the issue-6 conv shapes and the seed CIFAR conv2
 SHAPES = [
@@ -78,12 +80,12 @@ class Layout:
 
     def _im2col(self, x, view):
         k, p = self.k, self.p
-        _conv.im2col_into(x, view, k, k, 1, 1, p, p, self.threads)
+        _backend.kernels().im2col_into(x, view, (k, k), (1, 1), (p, p))
 
     def _col2im(self, view, dtype):
         k, p = self.k, self.p
         dx = np.empty((self.N, self.C, self.H, self.H), dtype=dtype)
-        _conv.col2im_from(view, dx, k, k, 1, 1, p, p, self.threads)
+        _backend.kernels().col2im_into(view, dx, (k, k), (1, 1), (p, p))
         return dx
 
 
@@ -159,6 +161,7 @@ def main():
     rng = np.random.default_rng(0)
     layouts = [PerSample, Cs231n, Rows]
     totals = {cls.name: 0.0 for cls in layouts}
+    print(machine.describe())
     print(f"dtype {dtype}, {ARGS.threads} threads, median of {ARGS.repeat}; ms")
     print(f"{'shape N,C,HxW,F,k,p':<24}" + "".join(f"{c.name:>28}" for c in layouts))
     results = []

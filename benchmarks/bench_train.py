@@ -33,6 +33,7 @@ Run::
     python benchmarks/bench_train.py                    # all models, 2 threads
     python benchmarks/bench_train.py --quick            # a smoke run
     python benchmarks/bench_train.py --models lenet --threads 1 --json out.json
+    python benchmarks/bench_train.py --threads 1 2 --configs compiled torch   # scaling
 
 Targets (issue 6): compiled >= 1.0x torch, compiled >= 1.5x the NumPy fallback, step
 peak memory <= 1.5x torch's.
@@ -62,8 +63,9 @@ def _parse(argv=None):
     p.add_argument("--configs", nargs="+", default=list(CONFIGS[:3]), choices=list(CONFIGS),
                    help="im2col = compiled with the direct convolutions switched off; "
                         "winograd = compiled with Winograd 3x3 switched on")
-    p.add_argument("--threads", type=int, default=2,
-                   help="threads for airi's kernels, BLAS and torch (default 2)")
+    p.add_argument("--threads", type=int, nargs="+", default=[2],
+                   help="threads for airi's kernels, BLAS and torch (default 2); several "
+                        "(--threads 1 2) run interleaved and add a thread-scaling table")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per round and configuration (default: ~0.5 s worth)")
@@ -79,14 +81,17 @@ def _parse(argv=None):
 
 ARGS = _parse()
 # BLAS and OpenMP read their thread counts when loaded: set them before importing NumPy.
+MAX_THREADS = max(ARGS.threads)
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = str(ARGS.threads)
+    os.environ[_var] = str(MAX_THREADS)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
 import airi  # noqa: E402
-from airi import _backend  # noqa: E402
+from airi import _backend, _planner  # noqa: E402
+import machine  # noqa: E402
 
 
 def _import_torch():
@@ -94,8 +99,15 @@ def _import_torch():
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(ARGS.threads)
+    torch.set_num_threads(MAX_THREADS)
     return torch
+
+
+def set_threads(threads, torch=None):
+    """airi's threads (and BLAS's, through threadpoolctl) and torch's."""
+    airi.set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 # ================================================================== the models
@@ -175,14 +187,14 @@ class AiriRunner:
     def step(self):
         xb, yb = self.data[self.i % len(self.data)]
         self.i += 1
-        previous = _backend.set_direct_conv(self.direct)
-        previous_winograd = _backend.set_winograd(self.winograd)
+        previous = _planner.set_direct_conv(self.direct)
+        previous_winograd = _planner.set_winograd(self.winograd)
         try:
             with _backend.use_backend(self.backend):
                 self.trainer.train_step(xb, yb)
         finally:
-            _backend.set_direct_conv(previous)
-            _backend.set_winograd(previous_winograd)
+            _planner.set_direct_conv(previous)
+            _planner.set_winograd(previous_winograd)
 
 
 class TorchRunner:
@@ -232,6 +244,7 @@ def memory_worker(name, config):
     if config == "compiled" and "cython" not in _backend.available_backends():
         print(json.dumps(None))
         return
+    set_threads(MAX_THREADS, torch)
     runner = make_runner(name, config, torch)
     with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
         f.write("5")
@@ -244,7 +257,7 @@ def memory_worker(name, config):
 
 
 def measure_memory(name, config):
-    cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(ARGS.threads),
+    cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(MAX_THREADS),
            "--mem-steps", str(ARGS.mem_steps), "--_memory-worker", name, config]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
@@ -255,8 +268,10 @@ def measure_memory(name, config):
 
 
 # ======================================================================= speed
-def time_block(runner, steps, pause):
-    """Seconds per step over ``steps`` steps, after a pause and one untimed step."""
+def time_block(runner, steps, pause, threads, torch):
+    """Seconds per step over ``steps`` steps on ``threads`` threads, after a pause and
+    one untimed step."""
+    set_threads(threads, torch)
     time.sleep(pause)
     runner.step()
     t0 = time.perf_counter()
@@ -274,19 +289,27 @@ def steps_for(runner, budget):
 
 
 def bench_model(name, configs, torch):
+    """{threads: {config: result}}: every (config, thread count) block interleaved in
+    each round."""
     batch = MODELS[name][0]
     runners = {c: make_runner(name, c, torch) for c in configs}
     budget = 0.25 if ARGS.quick else 0.6
+    set_threads(MAX_THREADS, torch)
     steps = {c: ARGS.steps or steps_for(r, budget) for c, r in runners.items()}
-    per_step = {c: [] for c in configs}
+    per_step = {(t, c): [] for t in ARGS.threads for c in configs}
     for _ in range(ARGS.rounds):
-        for c in configs:
-            per_step[c].append(time_block(runners[c], steps[c], ARGS.pause))
+        for t in ARGS.threads:
+            for c in configs:
+                per_step[t, c].append(time_block(runners[c], steps[c], ARGS.pause, t,
+                                                 torch))
     result = {}
-    for c in configs:
-        sec = float(np.median(per_step[c]))
-        result[c] = dict(images_per_s=batch / sec, ms_per_step=1e3 * sec, steps=steps[c],
-                         rounds_images_per_s=[batch / s for s in per_step[c]])
+    for t in ARGS.threads:
+        result[t] = {}
+        for c in configs:
+            sec = float(np.median(per_step[t, c]))
+            result[t][c] = dict(images_per_s=batch / sec, ms_per_step=1e3 * sec,
+                                steps=steps[c],
+                                rounds_images_per_s=[batch / s for s in per_step[t, c]])
     return result
 
 
@@ -302,7 +325,7 @@ def main():
         ARGS.rounds = min(ARGS.rounds, 2)
         ARGS.pause = min(ARGS.pause, 0.1)
         ARGS.mem_steps = min(ARGS.mem_steps, 2)
-    airi.set_num_threads(ARGS.threads)
+    set_threads(MAX_THREADS)
     configs = list(ARGS.configs)
     for needs_compiled in ("im2col", "winograd"):
         if "cython" not in _backend.available_backends() and needs_compiled in configs:
@@ -315,7 +338,8 @@ def main():
         print("torch is not installed: skipped")
         configs.remove("torch")
 
-    print(f"airi training throughput, float32, {ARGS.threads} threads, SGD momentum, "
+    print(machine.describe())
+    print(f"airi training throughput, float32, threads {ARGS.threads}, SGD momentum, "
           f"{ARGS.rounds} interleaved rounds (median)"
           + (f", torch {torch.__version__}" if torch else ""))
     results = {}
@@ -323,25 +347,58 @@ def main():
         results[name] = bench_model(name, configs, torch)
         if not ARGS.no_memory:
             for c in configs:
-                results[name][c]["memory"] = measure_memory(name, c)
-        _print_model(name, results[name], configs)
+                results[name][MAX_THREADS][c]["memory"] = measure_memory(name, c)
+        for t in ARGS.threads:
+            _print_model(name, results[name][t], configs, t)
 
-    summary = _summary(results, configs)
-    _print_summary(summary)
+    summary = {t: _summary({n: r[t] for n, r in results.items()}, configs)
+               for t in ARGS.threads}
+    for t in ARGS.threads:
+        _print_summary(summary[t], t)
+    scaling = _scaling(results, configs) if len(ARGS.threads) > 1 else None
+    if scaling:
+        _print_scaling(scaling)
     if ARGS.json:
         meta = dict(threads=ARGS.threads, rounds=ARGS.rounds, numpy=np.__version__,
                     torch=getattr(torch, "__version__", None), airi=airi.__version__,
-                    python=platform.python_version(), machine=platform.machine(),
-                    cpus=os.cpu_count(), memory_method="fresh subprocess; VmHWM after "
-                    "clear_refs minus VmRSS before the first step")
+                    machine=machine.info(), memory_method="fresh subprocess; VmHWM "
+                    f"after clear_refs minus VmRSS before the first step, "
+                    f"{MAX_THREADS} threads")
         with open(ARGS.json, "w") as f:
-            json.dump(dict(meta=meta, results=results, summary=summary), f, indent=2)
+            json.dump(dict(meta=meta, results=results, summary=summary, scaling=scaling),
+                      f, indent=2)
         print(f"wrote {ARGS.json}")
 
 
-def _print_model(name, res, configs):
+def _scaling(results, configs):
+    """Per model and config: images/s at each thread count and the ratio of the most
+    threads to the fewest (within the same interleaved rounds)."""
+    lo, hi = min(ARGS.threads), max(ARGS.threads)
+    rows = []
+    for name, res in results.items():
+        for c in configs:
+            rows.append(dict(model=name, config=c,
+                             images_per_s={t: res[t][c]["images_per_s"]
+                                           for t in ARGS.threads},
+                             speedup=_ratio(res[hi][c]["images_per_s"],
+                                            res[lo][c]["images_per_s"])))
+    return rows
+
+
+def _print_scaling(rows):
+    lo, hi = min(ARGS.threads), max(ARGS.threads)
+    print(f"\nthread scaling (images/s; speed-up = {hi} threads / {lo})")
+    cols = "".join(f"{str(t) + ' thr':>10}" for t in ARGS.threads)
+    print(f"  {'model':<11} {'config':<10}{cols} {'speed-up':>9}")
+    for r in rows:
+        vals = "".join(f"{r['images_per_s'][t]:10.0f}" for t in ARGS.threads)
+        speedup = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+        print(f"  {r['model']:<11} {r['config']:<10}{vals} {speedup:>9}")
+
+
+def _print_model(name, res, configs, threads):
     batch = MODELS[name][0]
-    print(f"\n{name} (batch {batch})")
+    print(f"\n{name} (batch {batch}, {threads} threads)")
     header = (f"  {'config':<10} {'images/s':>9} {'ms/step':>8} {'step peak MB':>13} "
               f"{'peak RSS MB':>12}")
     print(header)
@@ -374,9 +431,9 @@ def _summary(results, configs):
     return rows
 
 
-def _print_summary(rows):
+def _print_summary(rows, threads):
     fmt = lambda v, suffix="x": "-" if v is None else f"{v:.2f}{suffix}"  # noqa: E731
-    print("\nratios (images/s; memory = step peak)")
+    print(f"\nratios, {threads} threads (images/s; memory = step peak)")
     print(f"  {'model':<11} {'compiled/torch':>15} {'compiled/numpy':>15} "
           f"{'numpy/torch':>12} {'mem compiled/torch':>19} {'mem numpy/torch':>16}")
     for r in rows:

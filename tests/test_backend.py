@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import airi
+import airi.functional
 from airi import _backend, _config
 from conftest import REQUIRE_COMPILED
 
@@ -110,9 +111,9 @@ def test_missing_extension_warns_once_and_falls_back_to_numpy():
             warnings.simplefilter("always")
             import airi
             import numpy as np
-            from airi import _backend
-            _backend.maxpool_forward(np.zeros((1, 1, 4, 4)), 2)
-            _backend.im2col(np.zeros((1, 1, 4, 4)), 3, 1, 1)
+            import airi.functional as F
+            F.max_pool2d_forward(np.zeros((1, 1, 4, 4)), 2)
+            F.im2col(np.zeros((1, 1, 4, 4)), 3, 1, 1)
         messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
         print(airi.backend())
         print(len(messages))
@@ -231,6 +232,61 @@ def test_kernels_run_with_any_thread_count(each_backend):
     expected = None
     for threads in (1, 4):
         airi.set_num_threads(threads)
-        out = _backend.maxpool_forward(x, 2)[0]
+        out = airi.functional.max_pool2d_forward(x, 2)[0]
         expected = out if expected is None else expected
         np.testing.assert_array_equal(out, expected)
+
+
+# ------------------------------------------------------------- kernel namespaces
+def test_kernel_namespaces_have_identical_signatures():
+    """The compiled kernels and their NumPy twins are two namespaces of the same
+    methods with the same signatures: the backend only chooses between them."""
+    import inspect
+
+    def methods(cls):
+        return {name: inspect.signature(fn) for name, fn in vars(cls).items()
+                if callable(fn) and not name.startswith("_")}
+
+    compiled, twins = methods(_backend.CompiledKernels), methods(_backend.NumpyKernels)
+    assert compiled == twins
+    assert {"im2col_into", "col2im_into", "maxpool_forward_into", "direct_conv_into",
+            "winograd_input_into", "batchnorm_normalize_into"} <= set(compiled)
+    assert _backend.kernels() is _backend._impls[_backend.backend()]
+
+
+def test_layers_never_import_the_thread_pool_or_the_backend():
+    """airi/layers/ holds parameters, mode, cache and shape checks; the maths is in
+    airi.functional, which reaches the planner, the threads and the backend."""
+    import glob
+    import re
+    layers = os.path.join(os.path.dirname(airi.__file__), "layers")
+    pattern = re.compile(r"^\s*(from|import) .*(_parallel|_backend|_planner)", re.M)
+    offenders = [path for path in glob.glob(os.path.join(layers, "*.py"))
+                 if pattern.search(open(path).read())]
+    assert offenders == []
+
+
+# ------------------------------------------------------- the thread owner
+def test_parallel_run_covers_every_chunk_once_and_reraises(monkeypatch):
+    """airi._parallel.run: every chunk runs exactly once, on workers 0..n-1; an error
+    in any worker reaches the caller; a nested region runs on its caller's thread."""
+    from airi import _parallel
+    airi.set_num_threads(2)
+    monkeypatch.setattr(_parallel, "workers_available", lambda: 2)
+    seen, workers = [], set()
+
+    def record(worker, start, stop):
+        seen.extend(range(start, stop))
+        workers.add(worker)
+        nested = []
+        _parallel.run(lambda w, a, b: nested.append((w, a, b)), 4, 1)
+        assert [n[0] for n in nested] == [0] * 4       # stayed on this thread
+    assert _parallel.run(record, 23, 2) == 2
+    assert sorted(seen) == list(range(23)) and workers <= {0, 1}
+
+    def fail(worker, start, stop):
+        if start == 10:
+            raise KeyError("chunk 10")
+    with pytest.raises(KeyError, match="chunk 10"):
+        _parallel.run(fail, 20, 1)
+    assert _parallel.run(lambda w, a, b: None, 20, 1) == 2  # the team still works

@@ -73,6 +73,8 @@ def run_job(args, cwd, ranks=RANKS, timeout=JOB_TIMEOUT, programs=None):
     else:
         counts = [1] * len(programs)
     command = [_find_mpiexec()]
+    if sum(counts) > 2:          # more ranks than this test machine's 2 cores
+        command += ["--map-by", ":OVERSUBSCRIBE"]
     for i, (count, program) in enumerate(zip(counts, programs)):
         command += ([":"] if i else []) + ["-n", str(count), sys.executable]
         command += [str(a) for a in program]
@@ -153,10 +155,19 @@ class _TwinRankComm:
         _TwinRankComm.calls += 1
         recvbuf *= 2
 
+    def Ibarrier(self):
+        """The reducer waits (with a deadline) for every rank to arrive first."""
+        return "done"
+
 
 def test_gradient_reducer_packs_weights_and_unpacks_means(monkeypatch):
     class FakeMPI:
         IN_PLACE, SUM = object(), object()
+
+        class Request:
+            @staticmethod
+            def Testall(requests):
+                return all(r == "done" for r in requests)
     monkeypatch.setattr(distributed._world, "MPI", FakeMPI)
     rng = np.random.default_rng(0)
     params = [airi.Parameter(rng.standard_normal(s).astype(np.float32), name=str(i))
@@ -283,6 +294,55 @@ def test_resume_on_two_ranks_continues_exactly(cli_runs):
     assert metrics["world_size"] == 2 and len(metrics["history"]) == 2
 
 
+@needs_mpi
+def test_sigterm_to_mpiexec_saves_a_checkpoint_and_resume_equals_a_straight_run(tmp_path):
+    """Issue 16 item 6 under mpiexec: a batch scheduler sends SIGTERM to mpiexec, which
+    passes it to the ranks; they stop together after the current batch, rank 0 writes
+    the checkpoint, and ``--resume`` then gives what an uninterrupted run gives (weights
+    and every metric but the timings)."""
+    common = ["--limit", "600", "--batch-size", "20", "--model", "two_layer",
+              "--backend", "numpy", "--schedule", "step", "--quiet"]
+    straight = run_job(["-m", "airi.train", "--epochs", "8", "--out",
+                        tmp_path / "straight"] + common, cwd=tmp_path)
+    assert straight[0] == 0, straight[2]
+    out = tmp_path / "run"
+    command = [_find_mpiexec(), "-n", "2", sys.executable, "-m", "airi.train", "--epochs",
+               "8", "--out", str(out)] + [str(a) for a in common if a != "--quiet"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=_job_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.split()[:2] == ["epoch", "1/8"]:
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.communicate(timeout=FAULT_DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("mpiexec did not end after SIGTERM")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    saved = airi.load(out / "checkpoint.pkl")          # intact, and not the last epoch
+    assert saved["epoch"] < 8
+    resumed = run_job(["-m", "airi.train", "--resume", out / "checkpoint.pkl",
+                       "--quiet"], cwd=tmp_path)
+    assert resumed[0] == 0, resumed[2]
+    a = airi.load(out / "checkpoint.pkl")
+    b = airi.load(tmp_path / "straight" / "checkpoint.pkl")
+    timing = ("seconds", "images_per_second")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in a["history"]] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in b["history"]]
+    for key, value in b["model"].state_dict().items():
+        np.testing.assert_array_equal(a["model"].state_dict()[key], value, err_msg=key)
+
+
+@needs_mpi
+def test_cli_rank_timeout_is_checked(tmp_path):
+    code, stdout, stderr, _ = run_job(["-m", "airi.train", "--rank-timeout", "0",
+                                       "--quiet"], cwd=tmp_path)
+    assert code == 2 and "--rank-timeout must be a positive number" in stderr
+
+
 # The CLI run as "python -m airi.train" names itself so in its error lines.
 CLI_ERROR = "python -m airi.train: error"
 
@@ -324,8 +384,8 @@ def test_cli_ranks_with_different_settings_fail_at_start_up(tmp_path):
 
 
 # ================================================================== faults
-def _fault_job(mode, tmp_path):
-    return run_job([SCRIPTS / "faults.py", mode, tmp_path], cwd=tmp_path)
+def _fault_job(mode, tmp_path, ranks=RANKS):
+    return run_job([SCRIPTS / "faults.py", mode, tmp_path], cwd=tmp_path, ranks=ranks)
 
 
 def _assert_checkpoint_of_epoch_1(path):
@@ -363,12 +423,34 @@ def test_ranks_with_different_models_fail_at_start_up(tmp_path):
 
 
 @needs_mpi
-def test_ctrl_c_on_one_rank_stops_all_and_resumes_exactly(tmp_path):
-    code, stdout, stderr, _ = _fault_job("interrupt", tmp_path)
+@pytest.mark.parametrize("mode, ranks", [("interrupt", 2), ("interrupt", 3),
+                                         ("sigterm", 2)])
+def test_ctrl_c_on_one_rank_stops_all_and_resumes_exactly(tmp_path, mode, ranks):
+    """Issue 16 items 6 and 7: Ctrl-C or SIGTERM on one rank, then resume: weights and
+    every metric written (each epoch's loss and accuracy, the interrupted one too)
+    equal an uninterrupted run bit for bit, on 2 and 3 ranks."""
+    code, stdout, stderr, _ = _fault_job(mode, tmp_path, ranks=ranks)
     assert code == 0, stderr
     result = json.loads((tmp_path / "interrupt.json").read_text())
     assert result["stop_reason"] == "interrupted"
+    expected = signal.SIGINT if mode == "interrupt" else signal.SIGTERM
+    assert result["signals"] == [expected] * ranks
     # Dropout and random shifts differ per rank: each rank's random state must come
     # back from the mid-epoch checkpoint for the resumed run to match.
     assert result["max_abs_difference"] == 0.0
+    assert result["resumed"] == result["reference"]
     assert result["history_equal"]
+
+
+@needs_mpi
+def test_a_stalled_rank_stops_every_rank_naming_it(tmp_path):
+    """Issue 16 item 8: rank 1 is stuck in a step (sleeping, not dead, not raising);
+    with a 3 s rank timeout the job ends within seconds, one message names rank 1, and
+    the checkpoint of epoch 1 is intact."""
+    code, stdout, stderr, seconds = _fault_job("stall", tmp_path)
+    assert code != 0
+    assert seconds < FAULT_DEADLINE
+    messages = [line for line in stderr.splitlines() if "did not arrive" in line]
+    assert len(messages) == 1, stderr
+    assert "rank 1 did not arrive" in messages[0] and "3 s" in messages[0]
+    _assert_checkpoint_of_epoch_1(tmp_path / "checkpoint.pkl")

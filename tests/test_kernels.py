@@ -12,6 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
+import airi.functional as F
 from airi import _backend, _config
 from conftest import REQUIRE_COMPILED
 
@@ -189,11 +190,11 @@ def test_im2col_col2im_backends_agree(compiled, case, dtype):
     x_shape, kernel, stride, pad = CONV_CASES[case]
     rng = np.random.default_rng(case)
     x = random_array(x_shape, dtype, rng, layout_of(case))
-    cols_c, cols_n = both(_backend.im2col, x, kernel, stride, pad)
+    cols_c, cols_n = both(F.im2col, x, kernel, stride, pad)
     assert cols_c.dtype == cols_n.dtype == dtype
     np.testing.assert_array_equal(cols_c, cols_n)  # pure copies: bit-identical
     g = random_array(cols_c.shape, dtype, rng, layout_of(case + 1))  # non-contiguous too
-    dx_c, dx_n = both(_backend.col2im, g, x_shape, kernel, stride, pad)
+    dx_c, dx_n = both(F.col2im, g, x_shape, kernel, stride, pad)
     assert dx_c.shape == dx_n.shape == x_shape and dx_c.dtype == dx_n.dtype == dtype
     np.testing.assert_allclose(dx_c, dx_n, **TOL[dtype])
 
@@ -206,17 +207,17 @@ def test_pooling_backends_agree(compiled, case, dtype):
     x = random_array(x_shape, dtype, rng, layout_of(case))
     if case % 2 == 0:  # integers: many ties, which must resolve the same way
         x = np.round(2 * x).astype(dtype)
-    (out_c, arg_c), (out_n, arg_n) = both(_backend.maxpool_forward, x, kernel, stride)
+    (out_c, arg_c), (out_n, arg_n) = both(F.max_pool2d_forward, x, kernel, stride)
     np.testing.assert_array_equal(out_c, out_n)
     np.testing.assert_array_equal(arg_c, arg_n)
-    assert arg_c.dtype == arg_n.dtype == _backend.maxpool_tap_dtype(kernel) == np.uint8
+    assert arg_c.dtype == arg_n.dtype == F.maxpool_tap_dtype(kernel) == np.uint8
     assert out_c.dtype == out_n.dtype == dtype
     dout = random_array(out_c.shape, dtype, rng, layout_of(case + 2))
-    dx_c, dx_n = both(_backend.maxpool_backward, dout, arg_c, x_shape, kernel, stride)
+    dx_c, dx_n = both(F.max_pool2d_backward, dout, arg_c, x_shape, kernel, stride)
     np.testing.assert_allclose(dx_c, dx_n, **TOL[dtype])
-    avg_c, avg_n = both(_backend.avgpool_forward, x, kernel, stride)
+    avg_c, avg_n = both(F.avg_pool2d_forward, x, kernel, stride)
     np.testing.assert_allclose(avg_c, avg_n, **TOL[dtype])
-    dxa_c, dxa_n = both(_backend.avgpool_backward, dout, x_shape, kernel, stride)
+    dxa_c, dxa_n = both(F.avg_pool2d_backward, dout, x_shape, kernel, stride)
     np.testing.assert_allclose(dxa_c, dxa_n, **TOL[dtype])
     for a in (avg_c, avg_n, dx_c, dx_n, dxa_c, dxa_n):
         assert a.dtype == dtype
@@ -230,12 +231,12 @@ def test_backends_agree_on_realistic_shapes(compiled, dtype):
     x = rng.standard_normal((16, 8, 20, 20)).astype(dtype)
     for kernel, stride, pad in [((3, 3), (1, 1), (1, 1)), ((5, 5), (1, 1), (0, 0)),
                                 ((3, 3), (2, 2), (1, 1))]:
-        cols_c, cols_n = both(_backend.im2col, x, kernel, stride, pad)
+        cols_c, cols_n = both(F.im2col, x, kernel, stride, pad)
         np.testing.assert_array_equal(cols_c, cols_n)
-        dx_c, dx_n = both(_backend.col2im, cols_c, x.shape, kernel, stride, pad)
+        dx_c, dx_n = both(F.col2im, cols_c, x.shape, kernel, stride, pad)
         np.testing.assert_allclose(dx_c, dx_n, **TOL[dtype])
     for kernel, stride in [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((3, 3), (1, 1))]:
-        (o_c, a_c), (o_n, a_n) = both(_backend.maxpool_forward, x, kernel, stride)
+        (o_c, a_c), (o_n, a_n) = both(F.max_pool2d_forward, x, kernel, stride)
         np.testing.assert_array_equal(o_c, o_n)
         np.testing.assert_array_equal(a_c, a_n)
 
@@ -247,11 +248,11 @@ def test_compiled_results_do_not_depend_on_thread_count(compiled):
     for threads in (1, 2, 3):
         _config.set_num_threads(threads)
         with _backend.use_backend("cython"):
-            cols = _backend.im2col(x, 3, 2, 1)
-            out, arg = _backend.maxpool_forward(x, 3, 2)
-            results.append((cols, _backend.col2im(cols, x.shape, 3, 2, 1), out, arg,
-                            _backend.maxpool_backward(out, arg, x.shape, 3, 2),
-                            _backend.avgpool_backward(out, x.shape, 3, 2)))
+            cols = F.im2col(x, 3, 2, 1)
+            out, arg = F.max_pool2d_forward(x, 3, 2)
+            results.append((cols, F.col2im(cols, x.shape, 3, 2, 1), out, arg,
+                            F.max_pool2d_backward(out, arg, x.shape, 3, 2),
+                            F.avg_pool2d_backward(out, x.shape, 3, 2)))
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
@@ -264,7 +265,7 @@ def test_maxpool_nan_propagates_like_argmax(compiled, dtype):
     x[0, 0, 1, 1] = x[0, 0, 0, 1] = x[0, 1, 4, 4] = np.nan
     for kernel, stride in [((2, 2), (2, 2)), ((3, 3), (1, 1))]:
         ref_out, ref_arg = ref_maxpool(x, kernel, stride)
-        for out, arg in both(_backend.maxpool_forward, x, kernel, stride):
+        for out, arg in both(F.max_pool2d_forward, x, kernel, stride):
             np.testing.assert_array_equal(out, ref_out)  # NaN == NaN here
             np.testing.assert_array_equal(arg, ref_arg)
     assert np.isnan(ref_maxpool(x, (2, 2), (2, 2))[0][0, 0, 0, 0])
@@ -276,10 +277,10 @@ def test_im2col_col2im_match_direct_loops(each_backend, case):
     x_shape, kernel, stride, pad = CONV_CASES[case]
     rng = np.random.default_rng(200 + case)
     x = rng.standard_normal(x_shape)
-    cols = _backend.im2col(x, kernel, stride, pad)
+    cols = F.im2col(x, kernel, stride, pad)
     np.testing.assert_array_equal(cols, ref_im2col(x, kernel, stride, pad))
     g = rng.standard_normal(cols.shape)
-    np.testing.assert_allclose(_backend.col2im(g, x_shape, kernel, stride, pad),
+    np.testing.assert_allclose(F.col2im(g, x_shape, kernel, stride, pad),
                                ref_col2im(g, x_shape, kernel, stride, pad),
                                rtol=1e-12, atol=1e-12)
 
@@ -290,10 +291,10 @@ def test_im2col_and_col2im_are_adjoint(each_backend, case):
     x_shape, kernel, stride, pad = CONV_CASES[case]
     rng = np.random.default_rng(300 + case)
     x = rng.standard_normal(x_shape)
-    cols = _backend.im2col(x, kernel, stride, pad)
+    cols = F.im2col(x, kernel, stride, pad)
     c = rng.standard_normal(cols.shape)
     lhs = np.vdot(cols, c)
-    rhs = np.vdot(x, _backend.col2im(c, x_shape, kernel, stride, pad))
+    rhs = np.vdot(x, F.col2im(c, x_shape, kernel, stride, pad))
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
 
 
@@ -303,8 +304,8 @@ def test_convolution_through_im2col_matches_direct_convolution(each_backend):
     x = rng.standard_normal((2, 3, 7, 6))
     w = rng.standard_normal((4, 3, 3, 2))
     stride, pad = (2, 1), (1, 1)
-    cols = _backend.im2col(x, (3, 2), stride, pad)
-    Ho, Wo = _backend.conv_output_shape(7, 6, (3, 2), stride, pad)
+    cols = F.im2col(x, (3, 2), stride, pad)
+    Ho, Wo = F.conv_output_shape(7, 6, (3, 2), stride, pad)
     out = np.matmul(w.reshape(4, -1), cols).reshape(2, 4, Ho, Wo)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     direct = np.zeros_like(out)
@@ -321,26 +322,26 @@ def test_pooling_matches_direct_loops(each_backend, case):
     x = rng.standard_normal(x_shape)
     if case % 4 == 0:
         x = np.round(x)  # ties
-    out, arg = _backend.maxpool_forward(x, kernel, stride)
+    out, arg = F.max_pool2d_forward(x, kernel, stride)
     ref_out, ref_arg = ref_maxpool(x, kernel, stride)
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_array_equal(arg, ref_arg)
     dout = rng.standard_normal(out.shape)
-    np.testing.assert_allclose(_backend.maxpool_backward(dout, arg, x_shape, kernel, stride),
+    np.testing.assert_allclose(F.max_pool2d_backward(dout, arg, x_shape, kernel, stride),
                                ref_maxpool_backward(dout, x, kernel, stride),
                                rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(_backend.avgpool_forward(x, kernel, stride),
+    np.testing.assert_allclose(F.avg_pool2d_forward(x, kernel, stride),
                                ref_avgpool(x, kernel, stride), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(_backend.avgpool_backward(dout, x_shape, kernel, stride),
+    np.testing.assert_allclose(F.avg_pool2d_backward(dout, x_shape, kernel, stride),
                                ref_avgpool_backward(dout, x_shape, kernel, stride),
                                rtol=1e-12, atol=1e-12)
 
 
 def test_pooling_stride_defaults_to_kernel(each_backend):
     x = np.random.default_rng(10).standard_normal((2, 2, 6, 6))
-    np.testing.assert_array_equal(_backend.maxpool_forward(x, 2)[0],
-                                  _backend.maxpool_forward(x, 2, 2)[0])
-    np.testing.assert_allclose(_backend.avgpool_forward(x, 3),
+    np.testing.assert_array_equal(F.max_pool2d_forward(x, 2)[0],
+                                  F.max_pool2d_forward(x, 2, 2)[0])
+    np.testing.assert_allclose(F.avg_pool2d_forward(x, 3),
                                ref_avgpool(x, (3, 3), (3, 3)), rtol=1e-12, atol=1e-12)
 
 
@@ -349,9 +350,9 @@ def test_pooling_stride_defaults_to_kernel(each_backend):
 def test_maxpool_ties_route_gradient_to_exactly_one_position(each_backend, kernel, stride):
     """A constant input: every window is a tie; its gradient goes to its first pixel."""
     x = np.full((2, 3, 6, 6), 0.5)
-    out, arg = _backend.maxpool_forward(x, kernel, stride)
+    out, arg = F.max_pool2d_forward(x, kernel, stride)
     dout = np.arange(1, out.size + 1, dtype=np.float64).reshape(out.shape)
-    dx = _backend.maxpool_backward(dout, arg, x.shape, kernel, stride)
+    dx = F.max_pool2d_backward(dout, arg, x.shape, kernel, stride)
     assert np.count_nonzero(dx) == out.size            # one position per window
     np.testing.assert_allclose(dx.sum(), dout.sum())   # nothing duplicated or lost
     first_pixels = dx[:, :, ::stride[0], ::stride[1]][:, :, :out.shape[2], :out.shape[3]]
@@ -360,8 +361,8 @@ def test_maxpool_ties_route_gradient_to_exactly_one_position(each_backend, kerne
 
 def test_maxpool_overlapping_ties_accumulate_once_per_window(each_backend):
     x = np.zeros((1, 1, 5, 5))
-    out, arg = _backend.maxpool_forward(x, 3, 1)
-    dx = _backend.maxpool_backward(np.ones_like(out), arg, x.shape, 3, 1)
+    out, arg = F.max_pool2d_forward(x, 3, 1)
+    dx = F.max_pool2d_backward(np.ones_like(out), arg, x.shape, 3, 1)
     assert dx.sum() == out.size  # 9 windows, each sends exactly 1
     np.testing.assert_array_equal(dx[0, 0, :3, :3], np.ones((3, 3)))
 
@@ -369,13 +370,13 @@ def test_maxpool_overlapping_ties_accumulate_once_per_window(each_backend):
 @pytest.mark.parametrize("x_shape", [(0, 3, 6, 6), (2, 0, 6, 6)])
 def test_empty_batch_or_channels_flow_through(each_backend, x_shape):
     x = np.zeros(x_shape, dtype=np.float32)
-    cols = _backend.im2col(x, 3, 1, 1)
+    cols = F.im2col(x, 3, 1, 1)
     assert cols.shape == (x_shape[0], x_shape[1] * 9, 36) and cols.dtype == np.float32
-    assert _backend.col2im(cols, x_shape, 3, 1, 1).shape == x_shape
-    out, arg = _backend.maxpool_forward(x, 2)
+    assert F.col2im(cols, x_shape, 3, 1, 1).shape == x_shape
+    out, arg = F.max_pool2d_forward(x, 2)
     assert out.shape == arg.shape == x_shape[:2] + (3, 3)
-    assert _backend.maxpool_backward(out, arg, x_shape, 2).shape == x_shape
-    assert _backend.avgpool_backward(_backend.avgpool_forward(x, 2), x_shape, 2).shape \
+    assert F.max_pool2d_backward(out, arg, x_shape, 2).shape == x_shape
+    assert F.avg_pool2d_backward(F.avg_pool2d_forward(x, 2), x_shape, 2).shape \
         == x_shape
 
 
@@ -383,14 +384,14 @@ def test_kernels_accept_read_only_inputs(each_backend):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 2, 6, 6))
     x.setflags(write=False)
-    cols = _backend.im2col(x, 3, 1, 1)
+    cols = F.im2col(x, 3, 1, 1)
     cols.setflags(write=False)
-    assert _backend.col2im(cols, x.shape, 3, 1, 1).shape == x.shape
-    out, arg = _backend.maxpool_forward(x, 2, 2)
+    assert F.col2im(cols, x.shape, 3, 1, 1).shape == x.shape
+    out, arg = F.max_pool2d_forward(x, 2, 2)
     out.setflags(write=False)
     arg.setflags(write=False)
-    assert _backend.maxpool_backward(out, arg, x.shape, 2, 2).shape == x.shape
-    assert _backend.avgpool_backward(out, x.shape, 2, 2).shape == x.shape
+    assert F.max_pool2d_backward(out, arg, x.shape, 2, 2).shape == x.shape
+    assert F.avg_pool2d_backward(out, x.shape, 2, 2).shape == x.shape
 
 
 @pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)),
@@ -399,26 +400,26 @@ def test_maxpool_backward_rejects_taps_outside_the_window(each_backend, kernel, 
     """argmax holds taps 0 .. kh*kw-1: anything else is an error, never a write
     elsewhere (the disjoint, overlapping and generic paths all check)."""
     x = np.random.default_rng(12).standard_normal((2, 2, 7, 7))
-    out, arg = _backend.maxpool_forward(x, kernel, stride)
+    out, arg = F.max_pool2d_forward(x, kernel, stride)
     arg[1, 1, 0, 0] = kernel[0] * kernel[1]
     with pytest.raises(ValueError, match="outside"):
-        _backend.maxpool_backward(out, arg, x.shape, kernel, stride)
+        F.max_pool2d_backward(out, arg, x.shape, kernel, stride)
     # integers of another dtype are checked before they are converted (no wrap-around)
     wide = arg.astype(np.int64)
     wide[1, 1, 0, 0] = 256
     with pytest.raises(ValueError, match="outside"):
-        _backend.maxpool_backward(out, wide, x.shape, kernel, stride)
+        F.max_pool2d_backward(out, wide, x.shape, kernel, stride)
     with pytest.raises(ValueError, match="integer"):
-        _backend.maxpool_backward(out, arg.astype(np.float64), x.shape, kernel, stride)
+        F.max_pool2d_backward(out, arg.astype(np.float64), x.shape, kernel, stride)
 
 
 def test_maxpool_taps_of_another_integer_dtype_are_accepted(each_backend):
     x = np.random.default_rng(13).standard_normal((2, 3, 6, 6))
-    out, arg = _backend.maxpool_forward(x, 3, 1)
+    out, arg = F.max_pool2d_forward(x, 3, 1)
     dout = np.random.default_rng(14).standard_normal(out.shape)
     np.testing.assert_array_equal(
-        _backend.maxpool_backward(dout, arg.astype(np.int32), x.shape, 3, 1),
-        _backend.maxpool_backward(dout, arg, x.shape, 3, 1))
+        F.max_pool2d_backward(dout, arg.astype(np.int32), x.shape, 3, 1),
+        F.max_pool2d_backward(dout, arg, x.shape, 3, 1))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
@@ -428,16 +429,16 @@ def test_maxpool_windows_beyond_256_elements_use_intp_taps(compiled, dtype):
     x = np.round(2 * rng.standard_normal((2, 2, 20, 19))).astype(dtype)  # ties too
     x[1, 0, 3, 4] = np.nan
     kernel, stride = (17, 16), (2, 3)
-    assert _backend.maxpool_tap_dtype(kernel) == np.intp
-    assert _backend.maxpool_tap_dtype((16, 16)) == np.uint8
+    assert F.maxpool_tap_dtype(kernel) == np.intp
+    assert F.maxpool_tap_dtype((16, 16)) == np.uint8
     ref_out, ref_arg = ref_maxpool(x, kernel, stride)
-    (out_c, arg_c), (out_n, arg_n) = both(_backend.maxpool_forward, x, kernel, stride)
+    (out_c, arg_c), (out_n, arg_n) = both(F.max_pool2d_forward, x, kernel, stride)
     for out, arg in ((out_c, arg_c), (out_n, arg_n)):
         assert arg.dtype == np.intp
         np.testing.assert_array_equal(out, ref_out)
         np.testing.assert_array_equal(arg, ref_arg)
     dout = rng.standard_normal(out_c.shape).astype(dtype)
-    dx_c, dx_n = both(_backend.maxpool_backward, dout, arg_c, x.shape, kernel, stride)
+    dx_c, dx_n = both(F.max_pool2d_backward, dout, arg_c, x.shape, kernel, stride)
     np.testing.assert_array_equal(dx_c, dx_n)
     np.testing.assert_allclose(dx_c, ref_maxpool_backward(dout, x, kernel, stride),
                                **TOL[dtype])
@@ -448,33 +449,33 @@ X = np.zeros((2, 3, 5, 5))
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: _backend.im2col(X, 8, 1, 1), "larger than the padded input"),
-    (lambda: _backend.im2col(X, (3, 8), 1, 1), "larger than the padded input"),
-    (lambda: _backend.im2col(X, 3, 0, 1), "stride must be >= 1"),
-    (lambda: _backend.im2col(X, 0, 1, 0), "kernel size must be >= 1"),
-    (lambda: _backend.im2col(X, 3, 1, -1), "padding must be >= 0"),
-    (lambda: _backend.im2col(X, 2.5, 1, 0), "kernel must be an int or a pair"),
-    (lambda: _backend.im2col(X, (2, 2, 2), 1, 0), "kernel must be an int or a pair"),
-    (lambda: _backend.im2col(X[0], 3, 1, 1), "must have 4 dimensions"),
-    (lambda: _backend.im2col(X.astype(np.int64), 3, 1, 1), "float32 or float64"),
-    (lambda: _backend.im2col(X.astype(object), 3, 1, 1), "float32 or float64"),
-    (lambda: _backend.im2col(X.tolist(), 3, 1, 1), "must be a NumPy array"),
-    (lambda: _backend.col2im(np.zeros((2, 27, 4)), X.shape, 3, 1, 1), "cols must have shape"),
-    (lambda: _backend.col2im(np.zeros((2, 27, 25)), (2, 3, 5), 3, 1, 1), "x_shape must be"),
-    (lambda: _backend.col2im(np.zeros((2, 27, 0)), (2, 3, 0, 5), 3, 1, 1), "x_shape must be"),
-    (lambda: _backend.col2im(np.zeros((2, 27, 25), np.int32), X.shape, 3, 1, 1),
+    (lambda: F.im2col(X, 8, 1, 1), "larger than the padded input"),
+    (lambda: F.im2col(X, (3, 8), 1, 1), "larger than the padded input"),
+    (lambda: F.im2col(X, 3, 0, 1), "stride must be >= 1"),
+    (lambda: F.im2col(X, 0, 1, 0), "kernel size must be >= 1"),
+    (lambda: F.im2col(X, 3, 1, -1), "padding must be >= 0"),
+    (lambda: F.im2col(X, 2.5, 1, 0), "kernel must be an int or a pair"),
+    (lambda: F.im2col(X, (2, 2, 2), 1, 0), "kernel must be an int or a pair"),
+    (lambda: F.im2col(X[0], 3, 1, 1), "must have 4 dimensions"),
+    (lambda: F.im2col(X.astype(np.int64), 3, 1, 1), "float32 or float64"),
+    (lambda: F.im2col(X.astype(object), 3, 1, 1), "float32 or float64"),
+    (lambda: F.im2col(X.tolist(), 3, 1, 1), "must be a NumPy array"),
+    (lambda: F.col2im(np.zeros((2, 27, 4)), X.shape, 3, 1, 1), "cols must have shape"),
+    (lambda: F.col2im(np.zeros((2, 27, 25)), (2, 3, 5), 3, 1, 1), "x_shape must be"),
+    (lambda: F.col2im(np.zeros((2, 27, 0)), (2, 3, 0, 5), 3, 1, 1), "x_shape must be"),
+    (lambda: F.col2im(np.zeros((2, 27, 25), np.int32), X.shape, 3, 1, 1),
      "float32 or float64"),
-    (lambda: _backend.maxpool_forward(X, 6), "larger than the padded input"),
-    (lambda: _backend.maxpool_forward(X, 2, 0), "stride must be >= 1"),
-    (lambda: _backend.maxpool_forward(X[None], 2), "must have 4 dimensions"),
-    (lambda: _backend.maxpool_forward(X.astype(np.int32), 2), "float32 or float64"),
-    (lambda: _backend.maxpool_forward(X.astype(object), 2), "float32 or float64"),
-    (lambda: _backend.maxpool_backward(np.zeros((2, 3, 3, 3)), np.zeros((2, 3, 3, 3), int),
+    (lambda: F.max_pool2d_forward(X, 6), "larger than the padded input"),
+    (lambda: F.max_pool2d_forward(X, 2, 0), "stride must be >= 1"),
+    (lambda: F.max_pool2d_forward(X[None], 2), "must have 4 dimensions"),
+    (lambda: F.max_pool2d_forward(X.astype(np.int32), 2), "float32 or float64"),
+    (lambda: F.max_pool2d_forward(X.astype(object), 2), "float32 or float64"),
+    (lambda: F.max_pool2d_backward(np.zeros((2, 3, 3, 3)), np.zeros((2, 3, 3, 3), int),
                                        X.shape, 2), "must have shape"),
-    (lambda: _backend.avgpool_forward(X, (2, 7)), "larger than the padded input"),
-    (lambda: _backend.avgpool_forward(X.astype(np.uint8), 2), "float32 or float64"),
-    (lambda: _backend.avgpool_backward(np.zeros((2, 3, 3, 3)), X.shape, 2), "must have shape"),
-    (lambda: _backend.avgpool_backward(np.zeros((2, 3, 2, 2)), X.shape, 2, 0),
+    (lambda: F.avg_pool2d_forward(X, (2, 7)), "larger than the padded input"),
+    (lambda: F.avg_pool2d_forward(X.astype(np.uint8), 2), "float32 or float64"),
+    (lambda: F.avg_pool2d_backward(np.zeros((2, 3, 3, 3)), X.shape, 2), "must have shape"),
+    (lambda: F.avg_pool2d_backward(np.zeros((2, 3, 2, 2)), X.shape, 2, 0),
      "stride must be >= 1"),
 ])
 def test_bad_arguments_raise_clear_value_errors(each_backend, call, message):
@@ -514,7 +515,7 @@ def _direct(x, wt, bias, pad):
     _, kh, kw, F = wt.shape
     out = np.empty((n, F, H + 2 * pad[0] - kh + 1, W + 2 * pad[1] - kw + 1), np.float32)
     scratch = np.empty(C * (H + 2 * pad[0]) * (W + 2 * pad[1]), np.float32)
-    _backend.direct_conv_into(x, wt, bias, out, pad, scratch)
+    _backend.kernels().direct_conv_into(x, wt, bias, out, pad, scratch)
     return out
 
 
@@ -555,7 +556,7 @@ def test_direct_conv_backends_agree(isa_level, case):
 
     def dw(xp, dT):
         dwt = start.copy()
-        _backend.direct_conv_dw_into(xp, dT, dwt)
+        _backend.kernels().direct_conv_dw_into(xp, dT, dwt)
         return dwt
 
     dw_c, dw_n = both(dw, xp, dT)
@@ -597,8 +598,8 @@ def test_batchnorm_kernels_backends_agree(compiled, shape, dtype):
                                                                       atol=1e-12)
     x64 = x.astype(np.float64)
 
-    mean_c, m2_c = on("cython", _backend.batchnorm_moments, x)
-    mean_n, m2_n = on("numpy", _backend.batchnorm_moments, x)
+    mean_c, m2_c = on("cython", F.batchnorm_moments, x)
+    mean_n, m2_n = on("numpy", F.batchnorm_moments, x)
     assert mean_c.dtype == m2_c.dtype == np.float64 and mean_c.shape == (N, C)
     np.testing.assert_allclose(mean_c, x64.mean(axis=2) if P else 0, **tol)
     np.testing.assert_allclose(mean_c, mean_n, **tol)
@@ -607,7 +608,7 @@ def test_batchnorm_kernels_backends_agree(compiled, shape, dtype):
     np.testing.assert_allclose(m2_c, m2_n, rtol=tol["rtol"] * 10, atol=tol["atol"] * P)
 
     shift, invstd, gamma, beta = vec[0], np.abs(vec[1]) + 0.5, vec[2], vec[3]
-    (h_c, o_c), (h_n, o_n) = both(_backend.batchnorm_normalize, x, shift, invstd,
+    (h_c, o_c), (h_n, o_n) = both(F.batchnorm_normalize, x, shift, invstd,
                                   gamma, beta)
     ref_h = (x64 - shift[:, None]) * invstd[:, None]
     for got in (h_c, h_n):
@@ -616,7 +617,7 @@ def test_batchnorm_kernels_backends_agree(compiled, shape, dtype):
     np.testing.assert_allclose(o_c, ref_h * gamma[:, None] + beta[:, None], **tol)
     np.testing.assert_allclose(o_c, o_n, **tol)
 
-    s_c, s_n = both(_backend.batchnorm_grad_sums, dout, h_c)
+    s_c, s_n = both(F.batchnorm_plane_grad_sums, dout, h_c)
     ref_s = (dout.astype(np.float64).sum(axis=2),
              (dout.astype(np.float64) * h_c).sum(axis=2))
     for got, other, ref in zip(s_c, s_n, ref_s):
@@ -624,7 +625,7 @@ def test_batchnorm_kernels_backends_agree(compiled, shape, dtype):
         np.testing.assert_allclose(got, other, rtol=1e-5, atol=1e-4)
 
     k, m, sc = vec[4], vec[0], vec[1]
-    dx_c, dx_n = both(_backend.batchnorm_input_grad, dout, h_c, k, m, sc)
+    dx_c, dx_n = both(F.batchnorm_input_grad, dout, h_c, k, m, sc)
     ref_dx = (dout - m[:, None] + k[:, None] * h_c.astype(np.float64)) * sc[:, None]
     assert dx_c.dtype == dtype and dx_c.shape == shape
     np.testing.assert_allclose(dx_c, ref_dx, **tol)
@@ -635,11 +636,11 @@ def test_batchnorm_kernels_reject_mixed_dtypes_and_shapes():
     x = np.zeros((2, 3, 4), np.float32)
     v64 = np.zeros(3)
     with pytest.raises(ValueError, match="one float dtype"):
-        _backend.batchnorm_normalize(x, v64, v64, v64, v64)
+        F.batchnorm_normalize(x, v64, v64, v64, v64)
     with pytest.raises(ValueError, match="3 dimensions"):
-        _backend.batchnorm_moments(np.zeros((2, 3), np.float32))
+        F.batchnorm_moments(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="differ"):
-        _backend.batchnorm_grad_sums(x, np.zeros((2, 3, 5), np.float32))
+        F.batchnorm_plane_grad_sums(x, np.zeros((2, 3, 5), np.float32))
 
 
 # ------------------------------------------------------ Winograd F(2x2, 3x3) transforms
@@ -658,20 +659,20 @@ def _winograd_conv(x, w, b, pad, spread):
     """The layer's recipe: transform, 16 GEMMs, inverse transform; ``spread`` puts the
     16 matrices further apart than their size, as the layer's buffers do."""
     n, C, H, W = x.shape
-    F = w.shape[0]
+    filters = w.shape[0]
     Ho, Wo = H + 2 * pad[0] - 2, W + 2 * pad[1] - 2
-    th, tw = _backend.winograd_tiles(Ho, Wo)
+    th, tw = F.winograd_tiles(Ho, Wo)
 
     def tiles(rows):
         size = rows * n * th * tw
         return np.full((16, size + spread), np.nan, x.dtype)[:, :size].reshape(
             16, rows, n * th * tw)
 
-    V, M = tiles(C), tiles(F)
-    _backend.winograd_input_into(x, V, pad)
-    np.matmul(_backend.winograd_filters(w), V, out=M)
-    out = np.empty((n, F, Ho, Wo), x.dtype)
-    _backend.winograd_output_into(M, out, b)
+    V, M = tiles(C), tiles(filters)
+    _backend.kernels().winograd_input_into(x, V, pad)
+    np.matmul(F.winograd_filters(w), V, out=M)
+    out = np.empty((n, filters, Ho, Wo), x.dtype)
+    _backend.kernels().winograd_output_into(M, out, b)
     return out
 
 

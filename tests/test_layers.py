@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import airi
-from airi import _backend
+import airi.functional
+from airi import _backend, _planner
 from airi.gradcheck import numerical_gradient
 from airi.layers import (AvgPool2D, Conv2D, Flatten, LeakyRelu, Linear, LogSoftmax,
                          MaxPool2D, ReLU, Relu, Sigmoid, Softmax, Tanh)
@@ -507,17 +508,23 @@ def test_layer_sizes_must_be_positive_ints(make):
 # ------------------------------------ Conv2D: direct convolution == im2col + GEMM
 DIRECT_LAYER_CASES = [
     # (N, C, H, W, F, k, pad): which passes go direct depends on the shape rule in
-    # airi._backend.direct_conv_plan; together these cover every combination
+    # airi._planner.direct_passes; together these cover every combination
     (5, 16, 14, 14, 32, 5, 0),     # LeNet conv2: forward + dW direct, dx by col2im
     (2, 16, 16, 17, 16, 5, 0),     # all three direct
     (2, 16, 16, 16, 48, 3, 1),     # all three direct, 3x3, F = 48
-    (4, 3, 12, 12, 16, 5, 0),      # C = 3: dx and dW by im2col + GEMM
+    (4, 3, 12, 12, 16, 5, 0),      # C = 3: dx by col2im (dW: direct on AVX2 only)
     (3, 16, 9, 10, 48, 3, 1),      # small image: dx by col2im
     (2, 32, 8, 8, 64, 3, 1),
     (3, 16, 10, 10, 16, 7, 3),
     (2, 16, 16, 16, 16, 4, 1),     # kernel width 4: dW by GEMM, dx direct
     (9, 16, 6, 6, 32, 3, 0),       # more samples than a chunk of some threads
 ]
+
+
+def _passes(layer, x, algorithm):
+    """(forward, dx, dW): which passes of ``layer`` on ``x`` run ``algorithm``."""
+    plan = airi.functional.conv2d_plan(x, layer.W.data, layer.stride, layer.pad)
+    return tuple(a == algorithm for a in plan)
 
 
 def _every_direct_pass(dtype, C, F, kernel, stride, pad, H, W):
@@ -532,14 +539,14 @@ def _every_direct_pass(dtype, C, F, kernel, stride, pad, H, W):
 
 
 def _expected_plan(level, C, H, W, F, k, pad):
-    """The speed rule of airi._backend.direct_conv_plan for these test cases."""
+    """The speed rule of airi._planner.direct_passes for these test cases."""
     forward = F <= 64
     if level >= 2:
         return (forward, C % 16 == 0 and min(H, W) >= 16 and (k - 1) * 4 <= min(H, W),
                 k in (3, 5, 7) and C >= 16)
     out_pixels = (H + 2 * pad - k + 1) * (W + 2 * pad - k + 1)
-    dx = C % 16 == 0 and min(H, W) >= 16 and (F == 16 or k == 3 and F <= 32)
-    dw = k in (3, 5, 7) and C >= 16 and F <= 32 and (F == 16 or k >= 5 or out_pixels <= 256)
+    dx = C % 16 == 0 and (F == 16 or k == 3 and F <= 32 and min(H, W) >= 16)
+    dw = k in (3, 5, 7) and (F == 16 or F == 32 and C >= 16 and (k >= 5 or out_pixels <= 256))
     return forward, dx, dw
 
 
@@ -557,7 +564,7 @@ def test_conv2d_direct_path_matches_im2col_path(case, threads, plan_mode, monkey
         from airi._ext import _conv
         if _conv.direct_conv_level() < 0:
             pytest.skip("direct kernels not compiled in")
-        monkeypatch.setattr(_backend, "direct_conv_plan", _every_direct_pass)
+        monkeypatch.setattr(_planner, "direct_passes", _every_direct_pass)
     N, C, H, W, F, k, pad = case
     airi.set_num_threads(threads)
     rng = np.random.default_rng(7)
@@ -572,7 +579,7 @@ def test_conv2d_direct_path_matches_im2col_path(case, threads, plan_mode, monkey
         dx = layer.backward(dout)
         results[backend] = (out, dx, layer.W.grad, layer.b.grad)
         if backend == "cython":
-            plan = layer._plan(x)
+            plan = _passes(layer, x, "direct")
     for got, want in zip(results["cython"], results["numpy"]):
         assert got.shape == want.shape and got.dtype == want.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -600,14 +607,14 @@ def test_conv2d_direct_path_mixed_dtypes_and_switch():
     dx32 = layer.backward(dout.astype(np.float32))
     assert dx32.dtype == np.float32
     np.testing.assert_allclose(dx32, dx64, rtol=1e-4, atol=1e-4)
-    previous = _backend.set_direct_conv(False)
+    previous = _planner.set_direct_conv(False)
     try:
-        assert layer._plan(x) == (False, False, False)
+        assert _passes(layer, x, "direct") == (False, False, False)
         out_im2col = layer.forward(x, training=True)
     finally:
-        _backend.set_direct_conv(previous)
+        _planner.set_direct_conv(previous)
     np.testing.assert_allclose(out, out_im2col, rtol=1e-4, atol=1e-4)
-    assert layer.to(np.float64)._plan(x) == (False, False, False)
+    assert _passes(layer.to(np.float64), x, "direct") == (False, False, False)
 
 
 @pytest.mark.parametrize("shape", [(40, 16, 20, 32, 3, 1), (24, 3, 12, 16, 5, 0)])
@@ -705,7 +712,7 @@ def test_conv2d_winograd_matches_im2col(case, monkeypatch):
     if "cython" not in _backend.available_backends():
         pytest.skip("compiled kernels not built")
     N, C, H, W, F, pad = case
-    previous = _backend.set_winograd(True), _backend.set_direct_conv(False)
+    previous = _planner.set_winograd(True), _planner.set_direct_conv(False)
     try:
         for dtype in (np.float32, np.float64):
             rng = np.random.default_rng(4)
@@ -719,12 +726,12 @@ def test_conv2d_winograd_matches_im2col(case, monkeypatch):
                 dout = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
                 results[backend] = (out, layer.backward(dout), layer.W.grad, layer.b.grad)
                 if backend == "cython":
-                    assert layer._winograd(x) == (C >= 16, F >= 16)
+                    assert _passes(layer, x, "winograd")[:2] == (C >= 16, F >= 16)
             tol = 1e-4 if dtype == np.float32 else 1e-10
             for got, want in zip(results["cython"], results["numpy"]):
                 np.testing.assert_allclose(got, want, rtol=tol,
                                            atol=tol * np.abs(want).max())
     finally:
         _backend.set_backend("cython")
-        _backend.set_winograd(previous[0])
-        _backend.set_direct_conv(previous[1])
+        _planner.set_winograd(previous[0])
+        _planner.set_direct_conv(previous[1])

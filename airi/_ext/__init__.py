@@ -1,4 +1,5 @@
-"""airi's compiled kernels (Cython). Private: layers reach them through airi._backend.
+"""airi's compiled kernels (Cython, and C in src/). Private: airi.functional reaches them
+through the kernel namespaces of airi._backend.
 
 A user who runs ``python -m airi.train`` (or pytest) from the repository root imports
 airi from the source folder, which holds the ``.pyx`` sources but no compiled modules

@@ -1,61 +1,27 @@
-# Compiled im2col / col2im for airi's convolution (NCHW, float32 and float64).
-#
-# Column layout. The kernels write/read cols through a 3-D view (n, C*kh*kw, Ho*Wo) of
-# any strides, row index (c, i, j) in C order, so the layer chooses the memory layout.
-# airi.layers.Conv2D keeps each chunk's columns as one (C*kh*kw, n*Ho*Wo) matrix and
-# passes its (n, K, P) transposed view: one GEMM per chunk, then one transposing copy to
-# NCHW (see the Conv2D docstring). benchmarks/bench_layout.py compares the candidate
-# layouts on whole batches; on the 2-core AVX-512 machine of session 1, float32, 2
-# threads, ms forward / backward:
-#
-#   shape N,C,HxW,F,k,pad   (a) (N,CKK,P)       (b) (CKK,N*P) cs231n  (c) (N*P,CKK) rows
-#   128,3,32x32,16,5,0          5.2 /   8.4         8.4 /  11.1          15.1 /  21.3
-#   128,32,32x32,32,3,1        46.1 / 103.9        98.7 /  77.9          88.4 / 176.6
-#   64,64,16x16,64,3,1         15.7 /  20.8        28.9 /  24.0          24.2 /  31.8
-#   128,16,28x28,16,5,0        34.6 /  70.1        28.9 /  51.3          52.5 / 100.8
-#   total                         304.8               329.1                 510.7
-#
-# A second run gave totals (a) 279, (b) 270, (c) 393 ms: (a) and (b) tied there, (c)
-# paid NHWC<->NCHW copies. On the AVX2 machine of session 2, (b) within a chunk of
-# samples (columns in L2, single-threaded BLAS per chunk) ran the layers' GEMMs 10-25%
-# faster than (a)'s per-sample GEMMs, so the layer now uses it.
-"""Compiled im2col and col2im (private: call them through :mod:`airi._backend`).
+"""Compiled im2col and col2im, and the direct convolution (private: airi reaches them
+through the kernel namespaces of :mod:`airi._backend`).
 
 Shapes::
 
-    im2col_into(x (N, C, H, W), cols (N, C*kh*kw, Ho*Wo), kh, kw, sh, sw, ph, pw, threads)
-    col2im_from(cols (N, C*kh*kw, Ho*Wo), dx (N, C, H, W), kh, kw, sh, sw, ph, pw, threads)
+    im2col_into(x (n, C, H, W), cols (n, C*kh*kw, Ho*Wo), kh, kw, sh, sw, ph, pw)
+    col2im_from(cols (n, C*kh*kw, Ho*Wo), dx (n, C, H, W), kh, kw, sh, sw, ph, pw)
 
-with Ho = (H + 2*ph - kh) // sh + 1 and Wo likewise. The arguments arrive validated and
-C-contiguous from the backend. Work is split over the N*C image planes: each plane
-reads one input plane and writes its own kh*kw rows of cols (im2col), or reads its own
-rows and writes its own dx plane (col2im), so threads never write the same memory.
-
-``cols`` may be a view of any strides: the layer passes a transposed view of its
-(C*kh*kw, n, Ho*Wo) chunk buffer, and benchmarks/bench_layout.py tries other layouts
-with the very same kernels.
+with Ho = (H + 2*ph - kh) // sh + 1 and Wo likewise. Every kernel runs on the calling
+thread and releases the GIL: airi's thread owner (airi/_parallel.py) calls them on
+chunks of the batch from its threads. ``cols`` may be a view of any strides: Conv2D
+passes a transposed view of its (C*kh*kw, n, Ho*Wo) chunk buffer, and
+benchmarks/bench_layout.py tries other layouts with the very same kernels (their
+measurements are in benchmarks/README.md).
 """
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.string cimport memset, memcpy
 
 import numpy as np
 
 # Bumped whenever a signature or a result convention changes; airi._backend refuses a
 # compiled module (e.g. a stale one from an installed copy) whose version differs.
-API_VERSION = 4
+API_VERSION = 5
 
-
-# Below this many elements a call takes some tens of microseconds: starting and joining
-# a thread team would cost about what it saves, so small calls stay on one thread.
-cdef Py_ssize_t _PARALLEL_MIN_WORK = 1 << 15
-
-
-cdef inline int _team_size(Py_ssize_t work, int requested) noexcept nogil:
-    """Threads for a call touching ``work`` elements (1 for small calls)."""
-    if requested < 1 or work < _PARALLEL_MIN_WORK:
-        return 1
-    return requested
 
 
 # ------------------------------------------------------------------ index helpers
@@ -168,8 +134,8 @@ cdef void _col2im_plane(const floating* rows, floating* img,
 # ------------------------------------------------------------------ drivers
 cdef void _im2col_all(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo,
-                      int num_threads) noexcept nogil:
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo
+                      ) noexcept nogil:
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t n_step = cols.strides[0] // sizeof(floating)
     cdef Py_ssize_t row_step = cols.strides[1] // sizeof(floating)
@@ -177,8 +143,7 @@ cdef void _im2col_all(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
     cdef Py_ssize_t plane, n, c
     cdef const floating* src = &x[0, 0, 0, 0]
     cdef floating* dst = &cols[0, 0, 0]
-    num_threads = _team_size(N * C * kh * kw * Ho * Wo, num_threads)
-    for plane in prange(N * C, schedule="guided", num_threads=num_threads):
+    for plane in range(N * C):
         n = plane // C
         c = plane - n * C
         _im2col_plane(src + plane * H * W,
@@ -188,8 +153,8 @@ cdef void _im2col_all(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
 
 cdef void _col2im_all(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo,
-                      int num_threads) noexcept nogil:
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho, Py_ssize_t Wo
+                      ) noexcept nogil:
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t n_step = cols.strides[0] // sizeof(floating)
     cdef Py_ssize_t row_step = cols.strides[1] // sizeof(floating)
@@ -197,8 +162,7 @@ cdef void _col2im_all(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
     cdef Py_ssize_t plane, n, c
     cdef const floating* src = &cols[0, 0, 0]
     cdef floating* dst = &dx[0, 0, 0, 0]
-    num_threads = _team_size(N * C * kh * kw * Ho * Wo, num_threads)
-    for plane in prange(N * C, schedule="guided", num_threads=num_threads):
+    for plane in range(N * C):
         n = plane // C
         c = plane - n * C
         _col2im_plane(src + n * n_step + c * kh * kw * row_step,
@@ -218,7 +182,7 @@ cdef tuple _out_hw(Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
 # ------------------------------------------------------------------ Python API
 def im2col_into(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                Py_ssize_t ph, Py_ssize_t pw, int num_threads):
+                Py_ssize_t ph, Py_ssize_t pw):
     """Write im2col(x) into ``cols``, any (N, C*kh*kw, Ho*Wo) view of x's dtype."""
     cdef Py_ssize_t Ho, Wo
     Ho, Wo = _out_hw(x.shape[2], x.shape[3], kh, kw, sh, sw, ph, pw)
@@ -227,12 +191,12 @@ def im2col_into(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
         raise ValueError(f"im2col_into: cols has shape {tuple(cols.shape)[:3]}, expected "
                          f"{(x.shape[0], x.shape[1] * kh * kw, Ho * Wo)}")
     with nogil:
-        _im2col_all(x, cols, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+        _im2col_all(x, cols, kh, kw, sh, sw, ph, pw, Ho, Wo)
 
 
 def col2im_from(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                Py_ssize_t ph, Py_ssize_t pw, int num_threads):
+                Py_ssize_t ph, Py_ssize_t pw):
     """Overwrite ``dx`` (N, C, H, W), C-contiguous, with col2im(cols); ``cols`` is any
     (N, C*kh*kw, Ho*Wo) view of dx's dtype."""
     cdef Py_ssize_t Ho, Wo
@@ -242,17 +206,13 @@ def col2im_from(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
         raise ValueError(f"col2im_from: cols has shape {tuple(cols.shape)[:3]}, expected "
                          f"{(dx.shape[0], dx.shape[1] * kh * kw, Ho * Wo)}")
     with nogil:
-        _col2im_all(cols, dx, kh, kw, sh, sw, ph, pw, Ho, Wo, num_threads)
+        _col2im_all(cols, dx, kh, kw, sh, sw, ph, pw, Ho, Wo)
 
 
 # ------------------------------------------------------------ direct convolution
-# For few filters on small images the GEMM of im2col + BLAS is skinny (F = 16 or 32
-# rows) and OpenBLAS runs it far below peak, after im2col has written K*P columns per
-# sample. _direct_conv.h computes the convolution straight from the (padded) input,
-# a block of output pixels x 16/32 filters in vector registers, in AVX-512, AVX2 or
-# baseline code chosen at run time. Stride 1, float32, F % 16 == 0 only; the layer
-# (airi._backend.direct_conv_applies) decides when to use it.
-cdef extern from "_direct_conv.h" nogil:
+# The C sources in airi/_ext/src (direct_conv.h states the contract): computed straight
+# from the padded input, float32, stride 1, F % 16 == 0; the planner decides when.
+cdef extern from "direct_conv.h" nogil:
     int airi_direct_conv_level()
     int airi_direct_conv_force_level(int level)
     void airi_direct_conv_f32(const float* xp, const float* wt, const float* bias,

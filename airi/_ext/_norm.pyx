@@ -1,8 +1,8 @@
-"""Compiled batch-normalisation passes (private: call them through :mod:`airi._backend`).
+"""Compiled batch-normalisation passes (private: reached through the kernel namespaces of :mod:`airi._backend`).
 
 The input is viewed as planes: x (N, C, P), one plane of P values per sample and channel
 (P = H*W for BatchNorm2D, 1 for BatchNorm1D). Every function works on a slice of the
-batch, so airi._backend runs them on its own threads, one slice each::
+batch, so airi's thread owner runs them on its threads, one slice each::
 
     plane_moments_into(x (n, C, P), mean (n, C) f8, m2 (n, C) f8)
         mean[s, c] = mean of plane (s, c);  m2[s, c] = sum of (x - mean)**2 over it
@@ -28,7 +28,7 @@ from cython cimport floating
 import numpy as np
 
 # Bumped whenever a signature or a result convention changes (see airi._backend).
-API_VERSION = 4
+API_VERSION = 5
 
 cdef enum:
     LANES = 8

@@ -1,4 +1,5 @@
-"""Compiled max- and average-pooling (private: call them through :mod:`airi._backend`).
+"""Compiled max- and average-pooling (private: reached through the kernel namespaces
+of :mod:`airi._backend`).
 
 Shapes (NCHW, no padding), each writing into caller-provided C-contiguous arrays::
 
@@ -7,9 +8,9 @@ Shapes (NCHW, no padding), each writing into caller-provided C-contiguous arrays
     avgpool_forward_into(x, out, ...)
     avgpool_backward_into(dout, dx, ...)
 
-with Ho = (H - kh) // sh + 1 and Wo likewise; the trailing arguments are kh, kw, sh, sw,
-num_threads. airi._backend allocates the outputs and runs these on chunks of the batch
-from its own threads (one OpenMP thread each), see airi/_parallel.py.
+with Ho = (H - kh) // sh + 1 and Wo likewise; the trailing arguments are kh, kw, sh,
+sw. Each call runs on the calling thread without the GIL; airi's thread owner
+(airi/_parallel.py) runs them on slices of the batch from its threads.
 
 ``argmax`` holds, for each window, the *tap* ``q = i * kw + j`` of its FIRST maximum
 (window row i, column j) in row-major window order (a NaN counts as a maximum, the first
@@ -17,14 +18,12 @@ NaN wins), exactly like the NumPy twin, so ties give the same answer on both bac
 the backward pass routes each gradient to exactly one position. A tap is np.uint8 when
 the window has at most 256 elements (1 byte per output instead of 8 for a flat index:
 the cache the layer keeps, and the traffic of both passes, shrink 8x), np.intp for
-bigger windows (``airi._backend.maxpool_tap_dtype`` is the rule).
+bigger windows (``airi.functional.maxpool_tap_dtype`` is the rule).
 
-Each of the N*C planes is independent: ``prange`` splits the planes over the threads
-and every thread writes only its own output planes, so there are no races (overlapping
-windows only ever overlap inside one plane).
+Each of the N*C planes is independent (overlapping windows only ever overlap inside
+one plane), so slices of the batch can run on different threads without races.
 """
 from cython cimport floating
-from cython.parallel cimport prange, threadid
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
@@ -33,7 +32,7 @@ import numpy as np
 
 # Bumped whenever a signature or a result convention changes; airi._backend refuses a
 # compiled module (e.g. a stale one from an installed copy) whose version differs.
-API_VERSION = 4
+API_VERSION = 5
 
 # Windows of up to this many elements store their taps as np.uint8 (taps 0..255).
 MAX_UINT8_WINDOW = 256
@@ -43,15 +42,6 @@ ctypedef fused tap_t:
     uint8_t
     Py_ssize_t
 
-
-cdef Py_ssize_t _PARALLEL_MIN_WORK = 1 << 15
-
-
-cdef inline int _team_size(Py_ssize_t work, int requested) noexcept nogil:
-    """Threads for a call touching ``work`` elements (1 for small calls)."""
-    if requested < 1 or work < _PARALLEL_MIN_WORK:
-        return 1
-    return requested
 
 
 cdef inline bint _beats(floating v, floating best) noexcept nogil:
@@ -393,10 +383,10 @@ cdef Py_ssize_t _maxpool_backward_plane(const floating* dout, const tap_t* tap,
 
 def maxpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                          tap_t[:, :, :, ::1] argmax, Py_ssize_t kh, Py_ssize_t kw,
-                         Py_ssize_t sh, Py_ssize_t sw, int num_threads):
+                         Py_ssize_t sh, Py_ssize_t sw):
     """Write the max of each window of x (N, C, H, W) into out and the tap of its first
     maximum into argmax, both (N, C, Ho, Wo) and C-contiguous; argmax is np.uint8 or
-    np.intp (``airi._backend.maxpool_tap_dtype``; uint8 needs kh * kw <= 256)."""
+    np.intp (``airi.functional.maxpool_tap_dtype``; uint8 needs kh * kw <= 256)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho, Wo, plane
     Ho, Wo = _out_hw(H, W, kh, kw, sh, sw)
@@ -407,27 +397,26 @@ def maxpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
                          f"argmax must be np.intp, not np.uint8")
     if N * C == 0:
         return
-    cdef int nt = _team_size(N * C * H * W, num_threads)
     cdef const floating* src = &x[0, 0, 0, 0]
     cdef floating* dst = &out[0, 0, 0, 0]
     cdef tap_t* arg = &argmax[0, 0, 0, 0]
-    # one Ho*Wo scratch plane per thread
-    cdef floating* scratch = <floating*>malloc(nt * Ho * Wo * sizeof(floating))
+    # one Ho*Wo scratch plane
+    cdef floating* scratch = <floating*>malloc(Ho * Wo * sizeof(floating))
     if scratch == NULL:
         raise MemoryError()
     try:
-        for plane in prange(N * C, nogil=True, schedule="guided", num_threads=nt):
-            _maxpool_plane(src + plane * H * W, dst + plane * Ho * Wo,
-                           arg + plane * Ho * Wo, scratch + threadid() * Ho * Wo,
-                           H, W, kh, kw, sh, sw, Ho, Wo)
+        with nogil:
+            for plane in range(N * C):
+                _maxpool_plane(src + plane * H * W, dst + plane * Ho * Wo,
+                               arg + plane * Ho * Wo, scratch, H, W, kh, kw, sh, sw,
+                               Ho, Wo)
     finally:
         free(scratch)
 
 
 def maxpool_backward_into(const floating[:, :, :, ::1] dout,
                           const tap_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx,
-                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                          int num_threads):
+                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw):
     """Overwrite dx (N, C, H, W) with dout (N, C, Ho, Wo) routed to the window taps in
     argmax (N, C, Ho, Wo); a tap outside the window raises ValueError."""
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
@@ -437,23 +426,23 @@ def maxpool_backward_into(const floating[:, :, :, ::1] dout,
     _check_shape("maxpool_backward_into: argmax", argmax.shape, (N, C, Ho, Wo))
     if N * C == 0:
         return
-    cdef int nt = _team_size(N * C * H * W, num_threads)
     cdef const floating* src = &dout[0, 0, 0, 0]
     cdef const tap_t* arg = &argmax[0, 0, 0, 0]
     cdef floating* dst = &dx[0, 0, 0, 0]
-    # one Ho*Wo scratch plane per thread, and the tap -> plane offset table
-    cdef floating* scratch = <floating*>malloc(nt * Ho * Wo * sizeof(floating))
+    # one Ho*Wo scratch plane, and the tap -> plane offset table
+    cdef floating* scratch = <floating*>malloc(Ho * Wo * sizeof(floating))
     cdef Py_ssize_t* offsets = <Py_ssize_t*>malloc(K * sizeof(Py_ssize_t))
     try:
         if scratch == NULL or offsets == NULL:
             raise MemoryError()
         for q in range(K):
             offsets[q] = (q // kw) * W + q % kw
-        for plane in prange(N * C, nogil=True, schedule="guided", num_threads=nt):
-            bad += _maxpool_backward_plane(src + plane * Ho * Wo, arg + plane * Ho * Wo,
-                                           scratch + threadid() * Ho * Wo, offsets,
-                                           dst + plane * H * W, H, W, kh, kw, sh, sw,
-                                           Ho, Wo)
+        with nogil:
+            for plane in range(N * C):
+                bad += _maxpool_backward_plane(src + plane * Ho * Wo,
+                                               arg + plane * Ho * Wo, scratch, offsets,
+                                               dst + plane * H * W, H, W, kh, kw, sh,
+                                               sw, Ho, Wo)
     finally:
         free(scratch)
         free(offsets)
@@ -518,8 +507,7 @@ cdef void _avgpool_backward_plane(const floating* dout, floating* img, Py_ssize_
 
 
 def avgpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
-                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                         int num_threads):
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw):
     """Write the mean of each window of x (N, C, H, W) into out (N, C, Ho, Wo)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho, Wo, plane
@@ -527,19 +515,17 @@ def avgpool_forward_into(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
     _check_shape("avgpool_forward_into: out", out.shape, (N, C, Ho, Wo))
     if N * C == 0:
         return
-    cdef int nt = _team_size(N * C * H * W, num_threads)
     cdef const floating* src = &x[0, 0, 0, 0]
     cdef floating* dst = &out[0, 0, 0, 0]
     cdef floating scale = <floating>(1.0 / (kh * kw))
-    for plane in prange(N * C, nogil=True, schedule="guided",
-                        num_threads=nt):
-        _avgpool_plane(src + plane * H * W, dst + plane * Ho * Wo, W, kh, kw, sh, sw,
-                       Ho, Wo, scale)
+    with nogil:
+        for plane in range(N * C):
+            _avgpool_plane(src + plane * H * W, dst + plane * Ho * Wo, W, kh, kw, sh,
+                           sw, Ho, Wo, scale)
 
 
 def avgpool_backward_into(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx,
-                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                          int num_threads):
+                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw):
     """Overwrite dx (N, C, H, W) with dout (N, C, Ho, Wo) spread over the windows."""
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t Ho, Wo, plane
@@ -547,14 +533,13 @@ def avgpool_backward_into(const floating[:, :, :, ::1] dout, floating[:, :, :, :
     _check_shape("avgpool_backward_into: dout", dout.shape, (N, C, Ho, Wo))
     if N * C == 0:
         return
-    cdef int nt = _team_size(N * C * H * W, num_threads)
     cdef const floating* src = &dout[0, 0, 0, 0]
     cdef floating* dst = &dx[0, 0, 0, 0]
     cdef floating scale = <floating>(1.0 / (kh * kw))
-    for plane in prange(N * C, nogil=True, schedule="guided",
-                        num_threads=nt):
-        _avgpool_backward_plane(src + plane * Ho * Wo, dst + plane * H * W, H, W,
-                                kh, kw, sh, sw, Ho, Wo, scale)
+    with nogil:
+        for plane in range(N * C):
+            _avgpool_backward_plane(src + plane * Ho * Wo, dst + plane * H * W, H, W,
+                                    kh, kw, sh, sw, Ho, Wo, scale)
 
 
 cdef _check_shape(str what, Py_ssize_t* shape, tuple expected):

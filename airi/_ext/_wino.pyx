@@ -1,5 +1,5 @@
 """Winograd F(2x2, 3x3) transforms for 3x3, stride-1 convolutions (private: call them
-through :mod:`airi._backend`).
+through the kernel namespaces of :mod:`airi._backend`).
 
 A 3x3 convolution computed on 2x2 output tiles needs 16 multiplications per tile and
 channel pair instead of 36 (Lavin & Gray, "Fast Algorithms for Convolutional Neural
@@ -11,7 +11,7 @@ patch, g the 3x3 filter and
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 
 Summed over the input channels, the element-wise product becomes 16 GEMMs
-``M[xi] = U[xi] (F, C) @ V[xi] (C, tiles)``, which BLAS runs (airi.layers.conv). This
+``M[xi] = U[xi] (F, C) @ V[xi] (C, tiles)``, which BLAS runs (airi.functional.conv). This
 module holds the two memory-bound halves around them::
 
     winograd_input_into(x (n, C, H, W), V (16, C, n*th*tw), ph, pw)
@@ -27,7 +27,7 @@ from cython cimport floating
 import numpy as np
 
 # Bumped whenever a signature or a result convention changes (see airi._backend).
-API_VERSION = 4
+API_VERSION = 5
 
 
 cdef inline floating _at(const floating* plane, Py_ssize_t H, Py_ssize_t W,

@@ -34,6 +34,14 @@ TEST_BATCH = "test_batch"
 IMAGE_SHAPE = (3, 32, 32)
 IMAGE_BYTES = 3 * 32 * 32
 NUM_CLASSES = 10
+#: The most bytes a batch file may hold: 10,000 images of 3,072 bytes (30.72 MB) plus its
+#: labels, file names and batch label (about 0.3 MB in the official files), with room to
+#: spare. Sizes are checked against it *before* anything is read or decompressed, so a
+#: damaged or hostile archive (a small .tar.gz whose member inflates to gigabytes) is
+#: refused with a message instead of exhausting memory.
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+#: The official archive holds 9 entries (the folder, 6 batches, batches.meta, readme.html).
+MAX_ARCHIVE_MEMBERS = 64
 
 def _unpickle_batch(raw, source):
     """A batch's bytes -> its dict, with str keys (Python 2 wrote them as bytes).
@@ -97,8 +105,21 @@ def _read_from_folder(folder):
         if not path.is_file():
             raise DatasetNotFoundError(f"CIFAR-10 batch {str(path)!r} is missing: "
                                        f"{_download_hint(folder.parent)}")
-        raws[name] = (path.read_bytes(), str(path))
+        _check_batch_size(path.stat().st_size, str(path))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BATCH_BYTES + 1)   # the file may grow after the check
+        _check_batch_size(len(raw), str(path))
+        raws[name] = (raw, str(path))
     return raws
+
+
+def _check_batch_size(size, source):
+    """Refuse a batch larger than any CIFAR-10 batch can be, before reading it."""
+    if size > MAX_BATCH_BYTES:
+        raise DatasetError(
+            f"{source!r}: {size:,} bytes, but a CIFAR-10 batch holds at most "
+            f"{MAX_BATCH_BYTES:,} (10,000 images of {IMAGE_BYTES:,} bytes plus labels): "
+            "not a CIFAR-10 batch, or a damaged file; refused without reading it")
 
 
 def _read_from_archive(archive):
@@ -107,10 +128,22 @@ def _read_from_archive(archive):
     raws = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, 1):
+                if count > MAX_ARCHIVE_MEMBERS:
+                    raise DatasetError(
+                        f"{str(archive)!r}: more than {MAX_ARCHIVE_MEMBERS} entries; the "
+                        "CIFAR-10 archive holds 9: not the CIFAR-10 archive")
+                source = f"{archive}:{member.name}"
+                # The header's size is checked before the member is decompressed, and
+                # the read is bounded too (a header can lie about a member's size).
+                _check_batch_size(member.size, source)
                 name = member.name.rsplit("/", 1)[-1]
                 if name in wanted and member.isfile():
-                    raws[name] = (tar.extractfile(member).read(), f"{archive}:{member.name}")
+                    raw = tar.extractfile(member).read(MAX_BATCH_BYTES + 1)
+                    _check_batch_size(len(raw), source)
+                    raws[name] = (raw, source)
+                    if len(raws) == len(wanted):
+                        break   # the rest of the archive is never decompressed
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise DatasetError(f"{str(archive)!r}: corrupt or truncated archive "
                            f"({type(error).__name__}: {error})") from None

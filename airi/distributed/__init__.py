@@ -52,7 +52,7 @@ threads, seeds), ``collectives`` (barrier, broadcasts, sums), ``reducer`` (the b
 gradient allreduce), ``context`` (``MPIContext``, the Trainer's training context) and
 ``faults`` (consistency checks at start-up, stopping every rank when one fails).
 """
-from .startup import (LAUNCHER_VARIABLES, DistributedError, init, launched, is_initialized,
+from .startup import (DEFAULT_TIMEOUT, LAUNCHER_VARIABLES, DistributedError, init, launched, is_initialized,
                       rank, size, is_main, world, seed, _world)  # noqa: F401
 from .collectives import (DEFAULT_BUCKET_BYTES, barrier, broadcast_object,
                           broadcast_parameters, broadcast_optimizer_state, allreduce_sum,
@@ -69,4 +69,5 @@ __all__ = [
     "allreduce_gradients", "allreduce_sum", "barrier",
     "check_consistency", "run_together", "abort", "abort_on_failure", "fail",
     "DistributedError", "DEFAULT_BUCKET_BYTES", "LAUNCHER_VARIABLES", "data_fingerprint",
+    "DEFAULT_TIMEOUT",
 ]

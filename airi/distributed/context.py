@@ -6,7 +6,8 @@ import numpy as np
 from .. import _config
 
 from ..context import TrainingContext
-from .collectives import allreduce_sum, broadcast_object, broadcast_parameters
+from .collectives import (allgather_object, allreduce_inplace, allreduce_sum,
+                          broadcast_object, broadcast_parameters)
 from .reducer import DEFAULT_BUCKET_BYTES, GradientReducer, _params_key
 from .startup import DistributedError, _world, init, size
 
@@ -56,7 +57,7 @@ class MPIContext(TrainingContext):
         """
         if self.world_size == 1:
             return
-        everywhere = _world.comm.allgather(self._resumed_at)
+        everywhere = allgather_object(self._resumed_at, "start of training")
         self._resumed_at = None
         if any(w != everywhere[0] for w in everywhere):
             raise DistributedError(
@@ -80,12 +81,15 @@ class MPIContext(TrainingContext):
         return allreduce_sum(values)
 
     def should_stop(self, flag):
-        """True on every rank when any rank asked to stop (Ctrl-C on one of them)."""
+        """A true value on every rank when any rank asked to stop (Ctrl-C or SIGTERM on
+        one of them): the largest flag of the ranks (the Trainer's flag is the number of
+        the signal that asked, so SIGTERM wins over SIGINT), else 0."""
         if self.world_size == 1:
-            return bool(flag)
-        self._flag[0] = 1 if flag else 0
-        _world.comm.Allreduce(_world.MPI.IN_PLACE, self._flag, op=_world.MPI.MAX)
-        return bool(self._flag[0])
+            return int(flag)
+        self._flag[0] = int(flag) if flag else 0
+        allreduce_inplace(self._flag, _world.MPI.MAX, "exchange of the stop flag after a "
+                          "batch")
+        return int(self._flag[0])
 
     @property
     def shuffle_seed(self):
@@ -101,13 +105,17 @@ class MPIContext(TrainingContext):
         """Collect every rank's random-generator state (and an interrupted epoch's) on
         rank 0; called on every rank right before rank 0 writes a checkpoint."""
         partial = getattr(trainer, "_partial", None)
+        # An interrupted epoch's running sums (loss, correct, samples) are this rank's
+        # own: each rank keeps adding to its own after --resume, so the epoch's metrics
+        # come out bit-identical to an uninterrupted run.
         mine = {"rng": _config.get_rng_state(),
                 "partial_rng": None if partial is None else partial.get("rng"),
                 "partial_epoch_start_rng": None if partial is None
-                else partial.get("epoch_start_rng")}
+                else partial.get("epoch_start_rng"),
+                "partial_sums": None if partial is None else partial.get("sums")}
         if self.world_size == 1:
             return {"world_size": 1, "ranks": [mine]}
-        ranks = _world.comm.gather(mine, root=0)
+        ranks = allgather_object(mine, "collection of the ranks' checkpoint state")
         return {"world_size": self.world_size, "ranks": ranks} if self.rank == 0 else None
 
     def restore_rank_state(self, trainer, saved):
@@ -125,9 +133,19 @@ class MPIContext(TrainingContext):
         # compare where they resume at the next broadcast_parameters (start of fit).
         self._resumed_at = (int(trainer.epoch),
                             None if partial is None else partial.get("batch"))
+        same_ranks = bool(saved) and saved.get("world_size") == self.world_size
+        if partial is not None and not same_ranks:
+            # Another number of ranks: the shards differ anyway; keep the epoch's totals
+            # right (rank 0 carries every saved rank's sums, the others start at 0).
+            sums = [r.get("partial_sums") for r in (saved or {}).get("ranks", [])]
+            if sums and all(s is not None for s in sums):
+                total = [float(sum(column)) for column in zip(*sums)]
+            else:
+                total = partial.get("sums")
+            partial["sums"] = total if self.rank == 0 else [0.0] * len(total)
         if self.rank == 0:
             return
-        if saved and saved.get("world_size") == self.world_size:
+        if same_ranks:
             mine = saved["ranks"][self.rank]
         else:
             base = pending.get("rng_state") if pending else None
@@ -143,6 +161,8 @@ class MPIContext(TrainingContext):
                 partial["rng"] = mine["partial_rng"]
             if mine.get("partial_epoch_start_rng") is not None:
                 partial["epoch_start_rng"] = mine["partial_epoch_start_rng"]
+            if same_ranks and mine.get("partial_sums") is not None:
+                partial["sums"] = mine["partial_sums"]
 
 
 def _state_fingerprint(state):

@@ -10,7 +10,7 @@ import traceback
 import numpy as np
 
 
-from .collectives import _as_params
+from .collectives import _as_params, allgather_object
 from .startup import DistributedError, _one_line, _world, size
 
 
@@ -82,7 +82,7 @@ def check_consistency(model=None, **facts):
             mine.update({f"{key} {k}": repr(v) for k, v in value.items()})
         else:
             mine[key] = repr(value)
-    everyone = _world.comm.allgather(mine)
+    everyone = allgather_object(mine, "start-up consistency check")
     reference = everyone[0]
     problems = []
     for r, theirs in enumerate(everyone[1:], start=1):
@@ -125,7 +125,8 @@ def run_together(fn, *args, error=DistributedError, **kwargs):
         result, failure = fn(*args, **kwargs), None
     except Exception as exc:       # reported below, on every rank
         result, failure = None, exc
-    notes = _world.comm.allgather(None if failure is None else _one_line(failure))
+    notes = allgather_object(None if failure is None else _one_line(failure),
+                             "start-up")
     failed = [(r, note) for r, note in enumerate(notes) if note is not None]
     if not failed:
         return result

@@ -4,7 +4,7 @@ rank's number of samples, packed into buckets of contiguous memory."""
 import numpy as np
 
 
-from .collectives import DEFAULT_BUCKET_BYTES, _as_params, _buckets  # noqa: F401 (DEFAULT_BUCKET_BYTES: public here too)
+from .collectives import DEFAULT_BUCKET_BYTES, _as_params, _buckets, allreduce_inplace, wait  # noqa: F401 (DEFAULT_BUCKET_BYTES: public here too)
 from .startup import _world, init, size
 
 
@@ -106,7 +106,8 @@ class GradientReducer:
         for b in self.buckets:
             b.pack(float(weight))
             if self.comm is not None:
-                self.comm.Allreduce(MPI.IN_PLACE, b.buffer, op=MPI.SUM)
+                allreduce_inplace(b.buffer, MPI.SUM, "allreduce of the gradients",
+                                  comm=self.comm)
             b.unpack()
         self.reduce_seconds = time.perf_counter() - start
 
@@ -159,7 +160,7 @@ class GradientReducer:
                 b.pack(float(weight))
                 b.request = self.comm.Iallreduce(MPI.IN_PLACE, b.buffer, op=MPI.SUM)
                 pending.append(b.request)
-        MPI.Request.Waitall(pending)
+        wait(pending, "allreduce of the gradients")
         for b in self.buckets:
             b.unpack()
             b.request = None

@@ -12,6 +12,12 @@ from .. import _config
 LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "MPI_LOCALNRANKS",
                       "MV2_COMM_WORLD_SIZE")
 
+#: Seconds a collective may wait for the other ranks before every rank is stopped with
+#: a message naming the ranks that did not arrive (``init(timeout=...)``, CLI
+#: ``--rank-timeout``).
+DEFAULT_TIMEOUT = 600.0
+
+
 class DistributedError(RuntimeError):
     """The ranks disagree (versions, model, data) or one of them failed at start-up.
     Raised on every rank with the same message."""
@@ -28,6 +34,8 @@ class _World:
         self.size = 1
         self.context = None
         self.bn_share = 0.0   # this rank's share of the batch in the last BatchNorm forward
+        self.timeout = DEFAULT_TIMEOUT
+        self.notes = None     # a second duplicate: messages about stalled collectives
 
 
 _world = _World()
@@ -58,7 +66,15 @@ def _launcher_size():
     return None
 
 
-def init(threads="auto"):
+def _check_timeout(timeout):
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not timeout > 0 or timeout != timeout or timeout == float("inf"):
+        raise ValueError(f"airi.distributed.init: timeout must be a positive number of "
+                         f"seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def init(threads="auto", timeout=None):
     """Join the MPI job this process belongs to; returns ``(rank, size)``.
 
     Outside an MPI launcher this returns ``(0, 1)`` without importing mpi4py. Calling it
@@ -72,6 +88,13 @@ def init(threads="auto"):
         the cores of each machine among the ranks on it: the cores this process may use
         when the launcher bound each rank to its own cores, else cores / ranks on the
         machine. None leaves the setting alone.
+    timeout : float, optional
+        Seconds any collective (gradient allreduce, broadcast, the stop-flag exchange,
+        ...) may wait for the other ranks; beyond it every rank stops with one message
+        naming the rank(s) that did not arrive (``MPI_Abort``), and the last checkpoint
+        written stays intact. None keeps the current value (:data:`DEFAULT_TIMEOUT`,
+        600 s, unless set before); a later ``init(timeout=...)`` changes it. Every rank
+        should use the same value.
 
     Returns
     -------
@@ -84,6 +107,8 @@ def init(threads="auto"):
         Started by ``mpiexec -n K`` with K > 1 but mpi4py is not installed (K copies
         would each train alone and overwrite each other's files).
     """
+    if timeout is not None:
+        _world.timeout = _check_timeout(timeout)
     if _world.initialized:
         return _world.rank, _world.size
     if not launched():
@@ -101,11 +126,12 @@ def init(threads="auto"):
         _world.initialized = True
         return 0, 1
     if "mpi4py.MPI" not in sys.modules:
-        # Only the main thread calls MPI; the kernels' OpenMP threads never do.
+        # Only the main thread calls MPI; airi's helper threads never do.
         mpi4py.rc.thread_level = "funneled"
     from mpi4py import MPI
     _world.MPI = MPI
     _world.comm = MPI.COMM_WORLD.Dup()     # our own channel: no clash with user code
+    _world.notes = MPI.COMM_WORLD.Dup()    # ranks tell each other about a stalled one
     _world.rank = _world.comm.Get_rank()
     _world.size = _world.comm.Get_size()
     _world.initialized = True

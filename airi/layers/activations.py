@@ -2,12 +2,11 @@
 
 All accept any shape; ``backward(dout)`` takes and returns arrays of the input's shape.
 None of them modifies its input or ``dout`` in place (a ``dout`` may be a view of an
-array that another layer still needs).
+array that another layer still needs). The maths of each is a pair of functions in
+:mod:`airi.functional` (``relu_forward`` / ``relu_backward`` ...).
 """
-import numpy as np
-
-from .. import _parallel
-from .base import Layer
+from .. import functional as F
+from .base import Layer, StateChecker
 
 __all__ = ["Relu", "ReLU", "LeakyRelu", "Sigmoid", "Tanh"]
 
@@ -41,27 +40,13 @@ class Relu(_Elementwise):
 
     def forward(self, x, training=None):
         """x (...) -> max(x, 0) (...). Caches the output (its sign is the mask)."""
-        x = self._check_input(x)
-        out = np.empty(x.shape, dtype=np.result_type(x.dtype, 0))
-        if x.ndim == 0:
-            np.maximum(x, 0, out=out)
-        else:  # big batches: one slice per thread (NumPy releases the GIL)
-            _parallel.over_batch(lambda a, b: np.maximum(x[a:b], 0, out=out[a:b]),
-                                 len(x), x.size)
+        out = F.relu_forward(self._check_input(x))
         self._keep(out, training)
         return out
 
     def backward(self, dout):
         """dout (...) -> dx (...)."""
-        out = self._cached_for(dout)
-        if out.ndim == 0:
-            return np.multiply(dout, out > 0)
-        dx = np.empty(out.shape, dtype=dout.dtype)
-        # 6x faster than np.where(out > 0, dout, 0): one SIMD pass, no 0 to promote
-        _parallel.over_batch(
-            lambda a, b: np.multiply(dout[a:b], out[a:b] > 0, out=dx[a:b]),
-            len(out), out.size)
-        return dx
+        return F.relu_backward(dout, self._cached_for(dout))
 
 
 ReLU = Relu
@@ -84,17 +69,22 @@ class LeakyRelu(_Elementwise):
         super().__init__()
         self.alpha = float(alpha)
 
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        check.real("alpha")
+        check.params({})
+
     def forward(self, x, training=None):
         """x (...) -> out (...). Caches the input."""
         x = self._check_input(x)
-        out = np.where(x > 0, x, self.alpha * x)
         self._keep(x, training)
-        return out
+        return F.leaky_relu_forward(x, self.alpha)
 
     def backward(self, dout):
         """dout (...) -> dx (...): dout where x > 0, else alpha * dout."""
-        x = self._cached_for(dout)
-        return np.where(x > 0, dout, self.alpha * dout)
+        return F.leaky_relu_backward(dout, self._cached_for(dout), self.alpha)
 
     def extra_repr(self):
         return f"alpha={self.alpha}"
@@ -114,17 +104,13 @@ class Sigmoid(_Elementwise):
 
     def forward(self, x, training=None):
         """x (...) -> sigmoid(x) (...). Caches the output."""
-        x = self._check_input(x)
-        out = np.tanh(0.5 * x)
-        out += 1
-        out *= 0.5
+        out = F.sigmoid_forward(self._check_input(x))
         self._keep(out, training)
         return out
 
     def backward(self, dout):
         """dout (...) -> dx (...)."""
-        out = self._cached_for(dout)
-        return dout * out * (1 - out)
+        return F.sigmoid_backward(dout, self._cached_for(dout))
 
 
 class Tanh(_Elementwise):
@@ -138,12 +124,10 @@ class Tanh(_Elementwise):
 
     def forward(self, x, training=None):
         """x (...) -> tanh(x) (...). Caches the output."""
-        x = self._check_input(x)
-        out = np.tanh(x)
+        out = F.tanh_forward(self._check_input(x))
         self._keep(out, training)
         return out
 
     def backward(self, dout):
         """dout (...) -> dx (...)."""
-        out = self._cached_for(dout)
-        return dout * (1 - out * out)
+        return F.tanh_backward(dout, self._cached_for(dout))

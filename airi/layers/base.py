@@ -5,6 +5,7 @@ or dict, or inside a ``Sequential``), as ``torch.nn.Module`` owns its sub-module
 "Sub-layers" in :class:`Layer`.
 """
 import inspect
+import reprlib
 
 import numpy as np
 
@@ -100,6 +101,115 @@ def backward_params_of(layer, dout):
     else:
         layer.backward(dout)
 
+
+
+def _short(value):
+    """A bounded repr for messages about values read from files."""
+    return reprlib.repr(value)
+
+
+class StateChecker:
+    """Checks the attributes of a layer rebuilt from a file, as its constructor checks
+    its arguments; used by :meth:`Layer.check_state`. Every method raises ValueError
+    naming ``Class.attribute``, what was expected and (a bounded repr of) what was found.
+
+    Parameters
+    ----------
+    layer : Layer
+        The layer whose attributes are checked.
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.owner = type(layer).__name__
+
+    def fail(self, name, expected, got=None, found=True):
+        what = f", got {_short(got)}" if found else ""
+        raise ValueError(f"{self.owner}.{name} must be {expected}{what}")
+
+    def get(self, name):
+        """The attribute ``name`` (a ValueError when the file did not set it)."""
+        try:
+            return vars(self.layer)[name]
+        except KeyError:
+            raise ValueError(f"{self.owner}.{name} is missing") from None
+
+    def positive_int(self, name):
+        value = self.get(name)
+        if type(value) is not int or value < 1:
+            self.fail(name, "a positive int", value)
+        return value
+
+    def int_pair(self, name, minimum):
+        """A tuple of two Python ints, each >= ``minimum`` (what
+        ``airi.functional.pair`` makes of a constructor argument)."""
+        value = self.get(name)
+        if not (type(value) is tuple and len(value) == 2
+                and all(type(v) is int and v >= minimum for v in value)):
+            self.fail(name, f"a pair (tuple) of ints >= {minimum}", value)
+        return value
+
+    def boolean(self, name):
+        value = self.get(name)
+        if type(value) is not bool:
+            self.fail(name, "True or False", value)
+        return value
+
+    def real(self, name, low=-float("inf"), high=float("inf"), low_open=False):
+        """A Python float in [low, high] (``(low, high]`` with ``low_open``)."""
+        value = self.get(name)
+        if type(value) is not float or not (low < value if low_open else low <= value) \
+                or not value <= high:
+            bracket = "(" if low_open else "["
+            self.fail(name, f"a float in {bracket}{low}, {high}]", value)
+        return value
+
+    def choice(self, name, options):
+        value = self.get(name)
+        if type(value) is not str or value not in options:
+            self.fail(name, f"one of {options}", value)
+        return value
+
+    def params(self, shapes, sizes=()):
+        """``params`` holds exactly the Parameters named in ``shapes`` (name -> shape),
+        each also the attribute of that name and a float array of native byte order
+        (parameters may differ in dtype: ``param.data`` may be given any float dtype).
+        ``sizes`` names the attributes the shapes come from (for the message)."""
+        params = self.get("params")
+        if type(params) is not dict or list(params) != list(shapes) or not all(
+                isinstance(p, Parameter) for p in params.values()):
+            self.fail("params", f"a dict of Parameters {list(shapes)}", params)
+        for name, shape in shapes.items():
+            param = params[name]
+            if vars(self.layer).get(name) is not param:
+                self.fail(name, f"the Parameter params[{name!r}]", found=False)
+            data = param.data
+            self._float_array(name, data, shape, sizes)
+
+    def buffer(self, name, shape, sizes=()):
+        """A float ndarray of ``shape`` (native byte order)."""
+        return self._float_array(name, self.get(name), shape, sizes)
+
+    def _float_array(self, name, value, shape, sizes=()):
+        if type(value) is not np.ndarray or value.dtype.kind != "f" \
+                or not value.dtype.isnative:
+            self.fail(name, "a float array (native byte order)",
+                      getattr(value, "dtype", type(value).__name__))
+        if value.shape != tuple(shape):
+            origin = ", ".join(f"{size}={vars(self.layer).get(size)!r}" for size in sizes)
+            self.fail(name, f"of shape {tuple(shape)} (from {origin or 'the layer sizes'})",
+                      value.shape)
+        return value
+
+    def layer_attr(self, name):
+        """A nested layer (an attribute holding a layer, e.g. a residual block's body).
+        Its own attributes are checked by the loader on their own."""
+        value = self.get(name)
+        if not isinstance(value, Layer) and not (callable(getattr(value, "forward", None))
+                                                 and callable(getattr(value, "backward",
+                                                                      None))):
+            self.fail(name, "a layer", type(value).__name__)
+        return value
 
 
 class Layer:
@@ -501,8 +611,44 @@ class Layer:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        for name in self._cache_names:
-            self.__dict__.setdefault(name, None)
+        # The names come from the class, never from the file (a file could name
+        # range(10**15) here); caches always start empty.
+        for name in type(self)._cache_names:
+            self.__dict__[name] = None
+
+    def check_state(self):
+        """Check that the attributes a file gave this layer are ones its constructor
+        could have made; ``airi.load`` calls it on every layer it rebuilds and turns the
+        ValueError into a ``ModelFileError`` naming the file.
+
+        The base class checks ``training`` and that ``params`` is a dict of Parameters;
+        a layer with sizes or parameters overrides it (calling ``super().check_state()``
+        is not needed when it checks ``params`` itself) using :class:`StateChecker`::
+
+            def check_state(self):
+                check = StateChecker(self)
+                n = check.positive_int("size")
+                check.boolean("training")
+                check.params({"W": (n, n)})
+
+        A layer holding other layers checks them with ``check.layer_attr(name)`` (the
+        loader checks each nested layer's own attributes on its own). Checks must not
+        loop over or allocate by values read from the file before bounding them.
+
+        Raises
+        ------
+        ValueError
+            Naming ``Class.attribute``, what was expected and what was found.
+        """
+        check = StateChecker(self)
+        state = vars(self)
+        # A custom layer that never called Layer.__init__ may lack them: not an error.
+        if "training" in state:
+            check.boolean("training")
+        params = state.get("params", {})
+        if type(params) is not dict or not all(
+                type(k) is str and isinstance(p, Parameter) for k, p in params.items()):
+            check.fail("params", "a dict of name -> Parameter", params)
 
     def extra_repr(self):
         return ""

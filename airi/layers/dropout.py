@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import _config
-from .base import Layer
+from .base import Layer, StateChecker
 
 __all__ = ["Dropout"]
 
@@ -39,6 +39,13 @@ class Dropout(Layer):
         self.p = float(p)
         self._mask = None
         self._shape = None
+
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        check.real("p", 0.0, 1.0)
+        check.params({})
 
     def forward(self, x, training=None):
         """x (any shape) -> out (same shape and dtype).

@@ -36,13 +36,11 @@ equal to one process on the global batch, every rank's ``dout`` must be the grad
 of the same global loss up to a common factor (true for equal shards with per-rank mean
 losses; with unequal shards, scale rank k's loss by ``n_k / n * K``).
 """
-import math
-
 import numpy as np
 
-from .. import _backend
+from .. import functional as F
 from .._config import resolve_dtype
-from .base import Layer, _positive_int
+from .base import Layer, StateChecker, _positive_int
 
 __all__ = ["BatchNorm1D", "BatchNorm2D", "set_stats_allreduce", "get_stats_allreduce"]
 
@@ -116,64 +114,39 @@ class _BatchNorm(Layer):
         self.running_var = np.ones(self.num_features, dtype=dtype)
         self.clear_cache()
 
-    # ----------------------------------------------------------------- layout
-    @property
-    def _axes(self):
-        """The axes the statistics are taken over: all but the channel axis 1."""
-        return (0,) + tuple(range(2, self._ndim))
-
-    def _per_channel(self, v, dtype):
-        """A (C,) vector as ``dtype``, shaped to broadcast against the input."""
-        shape = (1, self.num_features) + (1,) * (self._ndim - 2)
-        return np.asarray(v).astype(dtype, copy=False).reshape(shape)
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        C = check.positive_int("num_features")
+        check.real("eps", 0.0, low_open=True)
+        check.real("momentum", 0.0, 1.0)
+        check.params({"gamma": (C,), "beta": (C,)}, ("num_features",))
+        for name in self._buffer_names:
+            check.buffer(name, (C,), ("num_features",))
 
     # ---------------------------------------------------------------- forward
     def forward(self, x, training=None):
         """x (N, C, ...) -> out, same shape; dtype that of x promoted with the params."""
         x = self._check_input(x, ndim=self._ndim, dims={1: self.num_features})
-        dtype = np.result_type(x.dtype, self.gamma.data.dtype)
-        planes = self._planes(x.astype(dtype, copy=False))
+        x = x.astype(np.result_type(x.dtype, self.gamma.data.dtype), copy=False)
         if self._is_training(training):
-            shift, invstd = self._batch_stats_of(planes, x.shape)
+            mean, invstd = self._batch_statistics(x)
         else:
-            shift, invstd = self._running_stats()
-        xhat, out = _backend.batchnorm_normalize(
-            planes, shift.astype(dtype), invstd.astype(dtype),
-            self.gamma.data.astype(dtype, copy=False),
-            self.beta.data.astype(dtype, copy=False))
-        self._xhat = xhat.reshape(x.shape)
+            mean, invstd = self._running_stats()
+        out, self._xhat = F.batch_norm_forward(x, mean, invstd, self.gamma.data,
+                                               self.beta.data)
         self._invstd = invstd                            # (C,) float64
-        return out.reshape(x.shape)
+        return out
 
-    def _planes(self, a):
-        """a (N, C, ...) viewed as planes (N, C, P), P the product of the other axes."""
-        return np.ascontiguousarray(a).reshape(a.shape[0], self.num_features,
-                                               math.prod(a.shape[2:]))
-
-    def _batch_stats_of(self, planes, shape):
-        """Mean and 1/std (float64, (C,)) of the (global) batch; updates the running
-        statistics. ``planes`` (N, C, P) is this process's shard."""
-        N, C, P = planes.shape
-        count_local = N * P
-        if count_local:
-            # per-plane moments, combined per channel in sample order (Chan's formula,
-            # equal counts): exact, and independent of how threads split the batch
-            plane_mean, plane_m2 = _backend.batchnorm_moments(planes)
-            mean_local = plane_mean.mean(axis=0)
-            spread = plane_mean - mean_local
-            m2_local = plane_m2.sum(axis=0) + P * np.vecdot(spread.T, spread.T)
-        else:  # an empty shard (a rank with no samples this step) adds nothing
-            m2_local = np.zeros(C)
-            mean_local = np.zeros(C)
-        stats = np.empty((3, C), dtype=np.float64)
-        stats[0] = count_local
-        stats[1] = count_local * mean_local
-        stats[2] = m2_local + count_local * mean_local * mean_local
-        count, total, total_sq = _reduce(stats)
+    def _batch_statistics(self, x):
+        """Mean and 1/std (float64, (C,)) of the (global) batch, of which x is this
+        process's shard; updates the running statistics."""
+        count, total, total_sq = _reduce(F.batch_norm_stats(x))
         n = count[0]
         if n < 2:
             raise ValueError(f"{self._name()}: training needs more than 1 value per "
-                             f"channel, got input of shape {shape}")
+                             f"channel, got input of shape {x.shape}")
         mean = total / n
         var = np.maximum((total_sq - total * mean) / n, 0.0)
         self._count = n
@@ -198,27 +171,20 @@ class _BatchNorm(Layer):
         """dout (shape of x) -> dx; stores gamma.grad and beta.grad (local sums)."""
         xhat = self._cached("_xhat")
         dout = self._check_dout(dout, xhat.shape)
-        dtype = np.result_type(xhat.dtype, dout.dtype)
-        d3 = self._planes(dout.astype(dtype, copy=False))
-        h3 = self._planes(xhat.astype(dtype, copy=False))
-        plane_dout, plane_dout_xhat = _backend.batchnorm_grad_sums(d3, h3)
-        dbeta, dgamma = plane_dout.sum(axis=0), plane_dout_xhat.sum(axis=0)
+        dbeta, dgamma = F.batch_norm_grad_sums(dout, xhat)
         self.gamma.set_grad(dgamma)
         self.beta.set_grad(dbeta)
         scale = self.gamma.data.astype(np.float64) * self._invstd
         if not self._batch_stats:
             # Running statistics are constants: the layer is a per-channel affine map.
-            return dout * self._per_channel(scale, dtype)
+            return F.batch_norm_backward(dout, xhat, scale)
         # dx = gamma/std * (dout - mean(dout) - xhat * mean(dout * xhat)), the means
         # taken over the global batch.
         stats = np.empty((2, self.num_features), dtype=np.float64)
         stats[0], stats[1] = dbeta, dgamma
         sum_dout, sum_dout_xhat = _reduce(stats)
-        n = self._count
-        dx = _backend.batchnorm_input_grad(d3, h3, (-sum_dout_xhat / n).astype(dtype),
-                                           (sum_dout / n).astype(dtype),
-                                           scale.astype(dtype))
-        return dx.reshape(xhat.shape)
+        return F.batch_norm_backward(dout, xhat, scale, sum_dout / self._count,
+                                     sum_dout_xhat / self._count)
 
     # ------------------------------------------------------------ state/dtype
     def to(self, dtype):

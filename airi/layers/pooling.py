@@ -1,10 +1,11 @@
 """Pooling layers: ``MaxPool2D`` and ``AvgPool2D`` on NCHW tensors (no padding).
 
-Both are thin callers of the backend's pooling kernels (compiled, or their NumPy twins).
+The layers keep the window and the cache; the maths is in :mod:`airi.functional`
+(``max_pool2d_forward`` ... ``avg_pool2d_backward``).
 """
-from .. import _backend
-from .base import Layer
-from .conv import check_kernel_dtype
+from .. import functional as F
+from ..functional._checks import pair, require_float
+from .base import Layer, StateChecker
 
 __all__ = ["MaxPool2D", "AvgPool2D"]
 
@@ -14,19 +15,27 @@ class _Pool2D(Layer):
 
     def __init__(self, pool_size=2, stride=None):
         super().__init__()
-        self.pool_size = _backend.pair(pool_size, f"{self._name()} pool_size")
+        self.pool_size = pair(pool_size, f"{self._name()} pool_size")
         self.stride = (self.pool_size if stride is None
-                       else _backend.pair(stride, f"{self._name()} stride"))
+                       else pair(stride, f"{self._name()} stride"))
         if min(self.pool_size) < 1 or min(self.stride) < 1:
             raise ValueError(f"{self._name()}: pool_size and stride must be >= 1, got "
                              f"pool_size={self.pool_size}, stride={self.stride}")
         self.x_shape = None
 
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        check.int_pair("pool_size", 1)
+        check.int_pair("stride", 1)
+        check.params({})
+
     def output_shape(self, x_shape):
         """(N, C, H, W) -> (N, C, Ho, Wo) with Ho = (H - kh) // sh + 1 (Wo likewise)."""
         N, C, H, W = x_shape
         try:
-            Ho, Wo = _backend.conv_output_shape(H, W, self.pool_size, self.stride, (0, 0))
+            Ho, Wo = F.conv_output_shape(H, W, self.pool_size, self.stride, (0, 0))
         except ValueError as exc:
             raise ValueError(f"{self._name()}: input of shape {tuple(x_shape)} is smaller "
                              f"than the pooling window: {exc}") from None
@@ -34,7 +43,7 @@ class _Pool2D(Layer):
 
     def _check(self, x):
         x = self._check_input(x, ndim=4)
-        check_kernel_dtype(self, x)
+        require_float(x, self._name())
         self.output_shape(x.shape)
         return x
 
@@ -68,7 +77,7 @@ class MaxPool2D(_Pool2D):
     def forward(self, x, training=None):
         """x (N, C, H, W) -> out (N, C, Ho, Wo). Caches where each max came from."""
         x = self._check(x)
-        out, argmax = _backend.maxpool_forward(x, self.pool_size, self.stride)
+        out, argmax = F.max_pool2d_forward(x, self.pool_size, self.stride)
         if self._is_training(training):
             self.argmax, self.x_shape = argmax, x.shape
         else:
@@ -79,8 +88,8 @@ class MaxPool2D(_Pool2D):
         """dout (N, C, Ho, Wo) -> dx (N, C, H, W)."""
         argmax = self._cached("argmax")
         dout = self._check_dout(dout, argmax.shape)
-        return _backend.maxpool_backward(dout, argmax, self.x_shape, self.pool_size,
-                                         self.stride)
+        return F.max_pool2d_backward(dout, argmax, self.x_shape, self.pool_size,
+                                     self.stride)
 
 
 class AvgPool2D(_Pool2D):
@@ -104,7 +113,7 @@ class AvgPool2D(_Pool2D):
     def forward(self, x, training=None):
         """x (N, C, H, W) -> out (N, C, Ho, Wo). Caches only the input shape."""
         x = self._check(x)
-        out = _backend.avgpool_forward(x, self.pool_size, self.stride)
+        out = F.avg_pool2d_forward(x, self.pool_size, self.stride)
         self.x_shape = x.shape if self._is_training(training) else None
         return out
 
@@ -112,4 +121,4 @@ class AvgPool2D(_Pool2D):
         """dout (N, C, Ho, Wo) -> dx (N, C, H, W)."""
         x_shape = self._cached("x_shape")
         dout = self._check_dout(dout, self.output_shape(x_shape))
-        return _backend.avgpool_backward(dout, x_shape, self.pool_size, self.stride)
+        return F.avg_pool2d_backward(dout, x_shape, self.pool_size, self.stride)

@@ -9,7 +9,7 @@ shared with :mod:`airi.losses`.
 """
 import numpy as np
 
-from .base import Layer
+from .base import Layer, StateChecker
 
 __all__ = ["Softmax", "LogSoftmax", "stable_softmax", "log_softmax", "check_labels"]
 
@@ -88,6 +88,14 @@ class Softmax(Layer):
         super().__init__()
         self.loss_function = loss
         self.probs = None
+
+    def check_state(self):
+        """The checks of the constructor, on attributes read from a model file."""
+        check = StateChecker(self)
+        check.boolean("training")
+        if type(check.get("loss_function")) is not str:
+            check.fail("loss_function", "a str", check.get("loss_function"))
+        check.params({})
 
     @property
     def batch_size(self):

@@ -3,8 +3,10 @@
 A model file is a short text header followed by a pickle stream (protocol 5)::
 
     AIRI-MODEL\\n
-    format=1 airi=0.1.0\\n
+    format=2 airi=0.1.0 bytes=<length of the stream> crc32=<its CRC-32>\\n
     <pickle stream>
+
+(format 1, without ``bytes`` and ``crc32``, is still read).
 
 Why not plain ``pickle.load``: a pickle is a small program, and loading one can call any
 function the file names (``os.system``, ``builtins.eval``, ...). Model files are shared and
@@ -27,9 +29,15 @@ class never run. NumPy's pickled dtypes are checked against what NumPy itself wo
 because NumPy trusts the flags a pickle gives it (an object dtype marked "no objects" turns
 raw bytes into object pointers).
 
+After the stream is read, every object it built is checked against its class
+(``check_state``), and the object graph's size and depth are bounded, so that nothing
+read from a file decides how much memory or time airi spends (``checks``).
+
 The package is split along its seams: ``errors`` (the two exceptions), ``allowlist`` (what
 is admitted, user-admitted classes, aliases of moved classes), ``unpickler`` (the
-restricted unpickler) and ``fileformat`` (the header, atomic save, load).
+restricted unpickler), ``checks`` (what is checked after unpickling: graph bounds, each
+object against its class) and ``fileformat`` (the header and its checksum, atomic save
+and the removal of stale temporary files, load).
 """
 from .errors import ModelFileError, UnsafeModelError
 from .allowlist import register_safe, unregister_safe, safe_classes, MOVED_CLASSES

@@ -15,9 +15,14 @@ import numpy as np
 from .allowlist import (_REVIEWED_SETSTATE, _frombuffer, _is_admitted_airi_class,
                         _is_admitted_class, _own_setstate, _qualified, _reconstruct,
                         _resolve_global, _scalar)
+from .checks import MAX_ELEMENTS, GraphTooLarge, check_graph, check_objects, hash_cost
 from .errors import ModelFileError, UnsafeModelError
 
-__all__ = ["restricted_load"]
+__all__ = ["restricted_load", "MAX_OBJECTS"]
+
+#: The most containers and objects (lists, dicts, tuples, strings, bytes, floats, big
+#: ints, airi objects) one file may make the loader build.
+MAX_OBJECTS = MAX_ELEMENTS
 
 
 # ---------------------------------------------------------------- restricted loader
@@ -65,6 +70,9 @@ class _RestrictedUnpickler(pickle._Unpickler):
         self._airi_objects = airi_objects
         self._pending = {}   # id -> object created here and waiting for its one BUILD
         self._sealed = {}    # id -> dtype that was built and verified (usable by arrays)
+        self.created = []    # admitted objects created here, checked after the load
+        self._objects = 0     # containers and objects built so far (see MAX_OBJECTS)
+        self._key_costs = {}  # id -> (hash cost, key) of tuple keys already measured
 
     # -- errors
     def _unsafe(self, why, global_name=None):
@@ -128,6 +136,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
                                "objects are only rebuilt from their saved attributes", name)
         obj = cls.__new__(cls)
         self._pending[id(obj)] = obj
+        self.created.append(obj)
         return obj
 
     def load_newobj(self):
@@ -197,9 +206,20 @@ class _RestrictedUnpickler(pickle._Unpickler):
         self._container((list,), "APPENDS").extend(items)
     dispatch[pickle.APPENDS[0]] = load_appends
 
+    # Hashing a tuple follows all of its references: a key built from shared tuples
+    # (64 levels of (t, t)) would take 2**64 steps, so keys are measured first.
+    def _keys(self, keys):
+        try:
+            for key in keys:
+                hash_cost(key, self._key_costs)
+        except GraphTooLarge as exc:
+            raise self._corrupt(f"a dict key or set element: {exc}") from None
+        return keys
+
     def load_setitem(self):
         value = self.stack.pop()
         key = self.stack.pop()
+        self._keys((key,))
         self._container((dict, collections.OrderedDict), "SETITEM")[key] = value
     dispatch[pickle.SETITEM[0]] = load_setitem
 
@@ -208,14 +228,28 @@ class _RestrictedUnpickler(pickle._Unpickler):
         target = self._container((dict, collections.OrderedDict), "SETITEMS")
         if len(items) % 2:
             raise self._corrupt("SETITEMS with an odd number of items")
+        self._keys(items[0::2])
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
     dispatch[pickle.SETITEMS[0]] = load_setitems
 
+    def load_dict(self):
+        items = self.pop_mark()
+        if len(items) % 2:
+            raise self._corrupt("DICT with an odd number of items")
+        self._keys(items[0::2])
+        self.append({items[i]: items[i + 1] for i in range(0, len(items), 2)})
+    dispatch[pickle.DICT[0]] = load_dict
+
     def load_additems(self):
         items = self.pop_mark()
-        self._container((set,), "ADDITEMS").update(items)
+        self._container((set,), "ADDITEMS").update(self._keys(items))
     dispatch[pickle.ADDITEMS[0]] = load_additems
+
+    def load_frozenset(self):
+        items = self.pop_mark()
+        self.append(frozenset(self._keys(items)))
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
 
     # -- BUILD: only on objects created here, once, by type
     def load_build(self):
@@ -243,6 +277,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
                 self._check_parameter_state(state)
             else:
                 self._check_attributes(obj, state)
+                self._check_not_class_attributes(obj, state)
             method(obj, state)
             return
         if method is not None and _is_admitted_airi_class(type(obj)):
@@ -253,6 +288,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
             state, slots = state
         if state is not None:
             self._check_attributes(obj, state)
+            self._check_not_class_attributes(obj, state)
             if not hasattr(obj, "__dict__"):
                 raise self._corrupt(f"{type(obj).__name__} objects have no attribute dict")
             obj.__dict__.update(state)
@@ -263,7 +299,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
         from ..layers.base import Layer
         if isinstance(obj, Layer):   # as Layer.__setstate__ does: caches start empty
             for key in type(obj)._cache_names:
-                obj.__dict__.setdefault(key, None)
+                obj.__dict__[key] = None
 
     def _check_parameter_state(self, state):
         if not (isinstance(state, dict) and "data" in state
@@ -278,6 +314,23 @@ class _RestrictedUnpickler(pickle._Unpickler):
         for key in state:
             if not isinstance(key, str) or (key.startswith("__") and key.endswith("__")):
                 raise self._unsafe(f"attribute name {key!r:.60} for a {type(obj).__name__}")
+
+    def _check_not_class_attributes(self, obj, state):
+        """A file sets instance attributes only: never one the class defines as a
+        method, a property (any descriptor) or a private class-level setting such as
+        ``_cache_names``, which methods loop over (a file could make it
+        range(10**15)). A public data attribute with a class-level default (``alpha =
+        0.1`` in a user's layer) may be overridden per instance, as Python allows."""
+        for key in state:
+            for klass in type(obj).__mro__:
+                if key not in vars(klass):
+                    continue
+                value = vars(klass)[key]
+                if key.startswith("_") or callable(value) or hasattr(value, "__get__"):
+                    raise self._unsafe(
+                        f"{type(obj).__name__}.{key} is defined by the class "
+                        f"{klass.__name__}; a model file cannot set it")
+                break
 
     def _slot_descriptor(self, obj, name):
         for klass in type(obj).__mro__:
@@ -316,6 +369,9 @@ class _RestrictedUnpickler(pickle._Unpickler):
         if not isinstance(fortran, (bool, int)) or not isinstance(
                 data, (bytes, bytearray, str, list)):
             raise self._corrupt("unexpected array state")
+        if dtype.itemsize == 0 and math.prod(shape) > 0:
+            # no bytes, any number of elements: 10**12 of them in a 150-byte file
+            raise self._corrupt(f"an array of {math.prod(shape):,} elements of size 0")
         if dtype.hasobject and not (type(data) is list and len(data) == math.prod(shape)):
             # NumPy does not check this length: a short list reads past its end (crash).
             raise self._corrupt(f"an object array of shape {shape} needs "
@@ -473,6 +529,10 @@ class _RestrictedUnpickler(pickle._Unpickler):
         if kind is collections.OrderedDict and args and not all(
                 type(p) is tuple and len(p) == 2 for p in args[0]):
             raise self._corrupt("unexpected OrderedDict arguments")
+        if args and kind in (set, frozenset):
+            self._keys(args[0])
+        elif args and kind is collections.OrderedDict:
+            self._keys([pair[0] for pair in args[0]])
         return kind(*args)
 
 
@@ -493,6 +553,31 @@ for _func, _checker in [
     if _func is not None:
         _REDUCERS[id(_func)] = (_func, _checker)
 del _func, _checker
+
+
+# Every opcode that creates a container or an object counts towards MAX_OBJECTS, so a
+# file cannot make the loader build tens of millions of objects (a 100 MB file of
+# EMPTY_LIST opcodes would be 50 million lists) before the graph check sees them.
+def _counting(handler):
+    def counted(self):
+        self._objects += 1
+        if self._objects > MAX_OBJECTS:
+            raise self._corrupt(f"the file builds more than {MAX_OBJECTS:,} objects "
+                                "(a model file never needs that)")
+        handler(self)
+    counted.__name__ = handler.__name__
+    return counted
+
+
+for _opcode in (pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET, pickle.EMPTY_TUPLE,
+                pickle.LIST, pickle.DICT, pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2,
+                pickle.TUPLE3, pickle.FROZENSET, pickle.NEWOBJ, pickle.NEWOBJ_EX,
+                pickle.REDUCE, pickle.BINBYTES, pickle.SHORT_BINBYTES, pickle.BINBYTES8,
+                pickle.BINUNICODE, pickle.SHORT_BINUNICODE, pickle.BINUNICODE8,
+                pickle.BINFLOAT, pickle.LONG1, pickle.LONG4, pickle.BYTEARRAY8):
+    _RestrictedUnpickler.dispatch[_opcode[0]] = _counting(
+        _RestrictedUnpickler.dispatch[_opcode[0]])
+del _opcode
 
 
 def restricted_load(file, source, *, size=None, encoding="ASCII", airi_objects=True):
@@ -545,5 +630,24 @@ def restricted_load(file, source, *, size=None, encoding="ASCII", airi_objects=T
     except Exception as exc:   # any pickle/struct/NumPy error on bad data: a clear message
         raise ModelFileError(f"{source}: corrupt or truncated airi model file "
                              f"({type(exc).__name__}: {exc})") from exc
+    check_loaded(obj, unpickler.created, source)
     return obj
+
+
+def check_loaded(obj, created, source):
+    """The checks of :mod:`.checks` on what a file built: the graph's size and depth,
+    then every object against its class (``check_state``)."""
+    try:
+        check_graph(obj)
+    except GraphTooLarge as exc:
+        raise ModelFileError(f"{source}: refused: {exc}") from None
+    try:
+        check_objects(created)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ModelFileError(f"{source}: refused: {_one_line(exc)} (not something "
+                             "airi writes: a damaged or tampered file)") from None
+
+
+def _one_line(exc):
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 

@@ -11,7 +11,14 @@ interrupt rank 1 receives Ctrl-C (SIGINT) in epoch 2: every rank stops after tha
           and rank 0 saves a mid-epoch checkpoint; a new Trainer then resumes from it.
           The result must equal an uninterrupted run exactly (Dropout and random
           shifts draw different numbers on each rank, so each rank's random state must
-          survive the checkpoint). Writes OUT_DIR/interrupt.json.
+          survive the checkpoint), weights and every metric of every epoch (each
+          rank's running sums of the interrupted epoch too). Writes
+          OUT_DIR/interrupt.json.
+sigterm   the same with SIGTERM (what batch schedulers send) instead of Ctrl-C; also
+          records the signal every rank saw as the reason.
+stall     rank 1 sleeps 600 s inside a step of epoch 2 (stuck, not dead, not raising);
+          with init(timeout=3) every rank must stop within seconds, with one message
+          naming rank 1, and the checkpoint of epoch 1 intact.
 """
 import json
 import os
@@ -82,7 +89,7 @@ def after_step_on_rank1(trainer, epoch, batch, action):
 
 def main(mode, out):
     out = Path(out)
-    rank, size = distributed.init()
+    rank, size = distributed.init(timeout=3 if mode == "stall" else None)
     if mode == "mismatch":
         model = make_model(hidden=16 if rank == 0 else 17)
         try:
@@ -103,13 +110,19 @@ def main(mode, out):
         elif mode == "nan":
             if hasattr(trainer.loss, "forward"):
                 trainer.loss = _NaNOnRank1()
-        elif mode == "interrupt":
+        elif mode in ("interrupt", "sigterm"):
+            signum = signal.SIGINT if mode == "interrupt" else signal.SIGTERM
             trainer.after_backward.append(after_step_on_rank1(
-                trainer, 2, 2, lambda: os.kill(os.getpid(), signal.SIGINT)))
+                trainer, 2, 2, lambda: os.kill(os.getpid(), signum)))
+        elif mode == "stall":
+            import time
+            trainer.after_backward.append(after_step_on_rank1(
+                trainer, 2, 2, lambda: time.sleep(600)))
         trainer.fit(loader, EPOCHS, val=val, checkpoint_path=checkpoint)
-        if mode != "interrupt":
+        if mode not in ("interrupt", "sigterm"):
             return 0
         stopped = trainer.stop_reason
+        signals = distributed.world().allgather(int(trainer.stop_signal or 0))
         # Resume in a fresh Trainer and finish; then an uninterrupted reference run.
         distributed.barrier()      # rank 0 has written the checkpoint before anyone reads
         resumed, loader2, _ = make_trainer()
@@ -119,11 +132,17 @@ def main(mode, out):
         reference.fit(loader3, EPOCHS, val=val)
         a, b = resumed.model.state_dict(), reference.model.state_dict()
         diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+        def metrics(history):    # everything but the timings
+            return [{k: v for k, v in r.items()
+                     if k not in ("seconds", "images_per_second")} for r in history]
         if rank == 0:
             (out / "interrupt.json").write_text(json.dumps(
                 {"stop_reason": stopped, "max_abs_difference": diff,
-                 "history_equal": resumed.history[-1]["train_loss"]
-                 == reference.history[-1]["train_loss"]}))
+                 "signals": signals,
+                 "history_equal": metrics(resumed.history) == metrics(reference.history),
+                 "resumed": metrics(resumed.history),
+                 "reference": metrics(reference.history)}))
         return 0
 
 

@@ -1,16 +1,20 @@
-/* One instruction-set version of the direct convolution (see _direct_conv.h, which
- * includes this file once per version with these defined:
- *   AIRI_SFX     name suffix;              AIRI_ATTR   target attribute;
+/* The direct convolution kernels, written once for any vector width (see
+ * direct_conv.h for the contract). Each of direct_conv_avx512.c, direct_conv_avx2.c
+ * and direct_conv_base.c includes this body once, in its own translation unit, after
+ * defining:
+ *   AIRI_SFX     name suffix of the entry points (avx512, avx2, base);
+ *   AIRI_ATTR    the target attribute of every function (empty for the baseline);
  *   AIRI_VEC     the native float vector;  AIRI_VL     its lanes (16, 8 or 4);
  *   AIRI_FW_NF   native vectors of filters in the wide forward block, AIRI_FW_OB its
  *                output pixels; AIRI_OB1 output pixels of the one-vector block;
- *   AIRI_DW_ACC  accumulator registers the weight-gradient block may use.)
+ *   AIRI_DW_ACC  accumulator registers the weight-gradient block may use.
  *
  * Every vector is one machine register: GCC lowers a vector wider than the target's
  * (say 16 floats under AVX2) through memory, which measured 20x slower than native.
  * Registers hold a block of OB output pixels of one output row x NF vectors of filters;
  * each step loads NF weight vectors and broadcasts one input value per pixel: NF*OB
  * fused multiply-adds per OB + NF loads. */
+#include <string.h>
 
 #define AIRI_CAT_(a, b) a##b
 #define AIRI_CAT(a, b) AIRI_CAT_(a, b)
@@ -73,7 +77,7 @@ AIRI_NAME(airi_dc_row_)(const float* xp, const float* wt, const float* bias, flo
 
 /* xp (C, Hp, Wp) padded input of one sample, wt (C, kh, kw, F), bias (F) or NULL,
  * out (F, Ho, Wo) with Ho = Hp - kh + 1, Wo = Wp - kw + 1; F % 16 == 0; stride 1. */
-static AIRI_ATTR void
+AIRI_ATTR void
 AIRI_NAME(airi_dc_sample_)(const float* xp, const float* wt, const float* bias,
                            float* out, ptrdiff_t C, ptrdiff_t Hp, ptrdiff_t Wp,
                            ptrdiff_t F, ptrdiff_t kh, ptrdiff_t kw)
@@ -166,7 +170,7 @@ AIRI_NAME(airi_dw_rows_)(const float* xp, const float* dT, float* dwt, ptrdiff_t
 
 /* xp (n, C, Hp, Wp) padded chunk, dT (n, Ho, Wo, F) = dout transposed, dwt (C, kh, kw,
  * F) accumulated into; F % VL == 0; kw in {3, 5, 7} (returns 0 otherwise, 1 when done). */
-static AIRI_ATTR int
+AIRI_ATTR int
 AIRI_NAME(airi_dw_chunk_)(const float* xp, const float* dT, float* dwt, ptrdiff_t n,
                           ptrdiff_t C, ptrdiff_t Hp, ptrdiff_t Wp, ptrdiff_t F,
                           ptrdiff_t kh, ptrdiff_t kw)
@@ -190,7 +194,3 @@ AIRI_NAME(airi_dw_chunk_)(const float* xp, const float* dT, float* dwt, ptrdiff_
     }
     return 1;
 }
-
-#undef AIRI_NAME
-#undef AIRI_CAT
-#undef AIRI_CAT_
