@@ -142,6 +142,19 @@ def _weights_of_labels(owner, weight, target, num_classes):
     return weight[target]
 
 
+def _check_weight_state(loss, name, ndim=1):
+    """``loss.<name>`` read from a file: None, or a finite float64 array (1-D when
+    ``ndim`` is 1), as the constructor makes it."""
+    value = vars(loss).get(name, "missing")
+    if value is None:
+        return
+    if type(value) is not np.ndarray or value.dtype != np.float64 or \
+            (ndim is not None and value.ndim != ndim) or not np.all(np.isfinite(value)):
+        raise ValueError(f"{type(loss).__name__}.{name} must be None or a finite float64 "
+                         f"array{' (1-D)' if ndim == 1 else ''}, got "
+                         f"{getattr(value, 'dtype', type(value).__name__)}")
+
+
 class CrossEntropyLoss(Loss):
     """Softmax cross-entropy on raw scores (logits) and integer labels
     (``torch.nn.CrossEntropyLoss``), with optional class weights and label smoothing.
@@ -180,6 +193,15 @@ class CrossEntropyLoss(Loss):
             raise ValueError(f"{self._name()}: label_smoothing must be in [0, 1], got "
                              f"{label_smoothing!r}")
         self.label_smoothing = smoothing
+
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it)."""
+        super().check_state()
+        _check_weight_state(self, "weight")
+        smoothing = vars(self).get("label_smoothing")
+        if type(smoothing) is not float or not 0.0 <= smoothing <= 1.0:
+            raise ValueError(f"{self._name()}.label_smoothing must be a float in [0, 1], "
+                             f"got {str(smoothing)[:40]!r}")
 
     def _coefficients(self, target, n, c):
         """``a`` (N, C) float64 such that loss = -sum(a * lp): the (smoothed, weighted)
@@ -283,6 +305,11 @@ class NLLLoss(Loss):
     def __init__(self, weight=None, reduction="mean"):
         super().__init__(reduction)
         self.weight = _class_weight(self._name(), weight)
+
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it)."""
+        super().check_state()
+        _check_weight_state(self, "weight")
 
     def forward(self, log_probs, target):
         """The negative log-likelihood of integer labels; caches what backward needs.
@@ -437,6 +464,11 @@ class BCEWithLogitsLoss(Loss):
             if not np.all(np.isfinite(pos_weight)):
                 raise ValueError("BCEWithLogitsLoss: pos_weight must be finite")
         self.pos_weight = pos_weight
+
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it)."""
+        super().check_state()
+        _check_weight_state(self, "pos_weight", ndim=None)
 
     def _log_weight(self, target):
         if self.pos_weight is None:

@@ -656,6 +656,36 @@ class OneCycleLR(LRScheduler):
         self._last_momentum = None
         super().__init__(optimizer)
 
+    _PHASE_VALUES = {"start_lr": ("initial_lr", "max_lr", "min_lr"),
+                     "end_lr": ("initial_lr", "max_lr", "min_lr"),
+                     "start_momentum": ("base_momentum", "max_momentum"),
+                     "end_momentum": ("base_momentum", "max_momentum")}
+
+    def _check_field(self, key, value):
+        """``phases`` (2 or 3 dicts naming the values each phase goes between) and
+        ``anneal_strategy`` have their own checks; the rest as every schedule's."""
+        if key == "phases":
+            keys = {"end_step", *self._PHASE_VALUES}
+            ok = type(value) in (list, tuple) and len(value) in (2, 3) and all(
+                type(phase) is dict and set(phase) == keys
+                and type(phase["end_step"]) in (int, float)
+                and phase["end_step"] == phase["end_step"]
+                and all(phase[k] in names for k, names in self._PHASE_VALUES.items())
+                for phase in value)
+            if not ok:
+                raise ValueError(f"OneCycleLR.phases must be 2 or 3 phases as OneCycleLR "
+                                 f"makes them, got {reprlib.repr(value)}")
+        elif key == "anneal_strategy":
+            if value not in ("cos", "linear"):
+                raise ValueError(f"OneCycleLR.anneal_strategy must be 'cos' or 'linear', "
+                                 f"got {reprlib.repr(value)}")
+        elif key == "total_steps":
+            if type(value) is not int or value < 1:
+                raise ValueError(f"OneCycleLR.total_steps must be a positive int, got "
+                                 f"{reprlib.repr(value)}")
+        else:
+            super()._check_field(key, value)
+
     @staticmethod
     def _has_momentum(optimizer):
         names = getattr(optimizer, "_hyper_names", ())
@@ -835,7 +865,7 @@ class ReduceLROnPlateau:
 
     def load_state_dict(self, state_dict):
         """Restore a :meth:`state_dict` (the optimizer's rate is not changed: it is in
-        the optimizer's own state)."""
+        the optimizer's own state). Everything is checked before anything changes."""
         if not isinstance(state_dict, dict) or \
                 state_dict.get("type", "ReduceLROnPlateau") != "ReduceLROnPlateau":
             raise ValueError("ReduceLROnPlateau.load_state_dict: expected a state saved by "
@@ -844,8 +874,48 @@ class ReduceLROnPlateau:
         if missing:
             raise ValueError(f"ReduceLROnPlateau.load_state_dict: missing {missing}")
         for key in self._STATE_KEYS:
+            self._check_field(key, state_dict[key])
+        for key in self._STATE_KEYS:
             value = state_dict[key]
             setattr(self, key, list(value) if isinstance(value, tuple) else value)
+
+    def _check_field(self, key, value):
+        """One saved attribute, as the constructor and :meth:`step` make it."""
+        def bad(expected):
+            raise ValueError(f"ReduceLROnPlateau.{key} must be {expected}, got "
+                             f"{reprlib.repr(value)}")
+
+        def number(v):     # inf is allowed: the best metric before the first step
+            return type(v) in (int, float) and v == v
+
+        if key == "mode":
+            if value not in ("min", "max"):
+                bad("'min' or 'max'")
+        elif key == "threshold_mode":
+            if value not in ("rel", "abs"):
+                bad("'rel' or 'abs'")
+        elif key in ("patience", "cooldown", "num_bad_epochs", "cooldown_counter",
+                     "last_epoch"):
+            if type(value) is not int or value < 0:
+                bad("an int >= 0")
+        elif key == "_last_lr":
+            if type(value) not in (list, tuple) or len(value) != 1 \
+                    or not number(value[0]):
+                bad("a list of one number")
+        elif key == "factor":
+            if not number(value) or not 0 <= value < 1:
+                bad("a number in [0, 1)")
+        elif not number(value):
+            bad("a number")
+
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it)."""
+        if not isinstance(vars(self).get("optimizer"), Optimizer):
+            raise ValueError("ReduceLROnPlateau.optimizer must be an airi optimizer")
+        for key in self._STATE_KEYS:
+            if key not in vars(self):
+                raise ValueError(f"ReduceLROnPlateau.{key} is missing")
+            self._check_field(key, vars(self)[key])
 
     def __repr__(self):
         return (f"ReduceLROnPlateau(mode={self.mode!r}, factor={self.factor}, "

@@ -1,7 +1,7 @@
 """``GlobalAvgPool2D``: the mean of each feature map, (N, C, H, W) -> (N, C)."""
 import numpy as np
 
-from .base import Layer
+from .base import Layer, StateChecker
 
 __all__ = ["GlobalAvgPool2D"]
 
@@ -24,6 +24,12 @@ class GlobalAvgPool2D(Layer):
     def __init__(self):
         super().__init__()
         self.clear_cache()
+
+    def check_state(self):
+        """Check attributes read from a model file: a mode, no parameters."""
+        check = StateChecker(self)
+        check.boolean("training")
+        check.params({})
 
     def forward(self, x, training=None):
         """x (N, C, H, W) -> (N, C), in x's dtype."""

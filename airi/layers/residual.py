@@ -1,7 +1,7 @@
 """``Residual``: a skip connection around a block of layers (He et al. 2016)."""
 import numpy as np
 
-from .base import Layer, backward_params_of, call_forward
+from .base import Layer, StateChecker, backward_params_of, call_forward
 
 __all__ = ["Residual"]
 
@@ -60,6 +60,16 @@ class Residual(Layer):
         self.body = body
         self.shortcut = shortcut
         self.clear_cache()
+
+    def check_state(self):
+        """Check attributes read from a model file: ``body`` a layer, ``shortcut`` a
+        layer or None (the loader checks their own attributes), no own parameters."""
+        check = StateChecker(self)
+        check.boolean("training")
+        check.params({})
+        check.layer_attr("body")
+        if check.get("shortcut") is not None:
+            check.layer_attr("shortcut")
 
     def forward(self, x, training=None):
         """x (N, ...) -> body(x) + shortcut(x) (identity shortcut: + x).
