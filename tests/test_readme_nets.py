@@ -7,14 +7,17 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _section_snippets(title, next_title):
+def _section_snippets(title):
+    """The python blocks of the README section ``## title`` (up to the next ``## ``)."""
     text = README.read_text()
-    section = text[text.index(f"## {title}\n"):text.index(f"## {next_title}\n")]
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end != -1 else len(text)]
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
 def test_beyond_a_chain_snippets_run_as_printed(tmp_path, monkeypatch):
-    snippets = _section_snippets("Beyond a chain", "Backends and threads")
+    snippets = _section_snippets("Beyond a chain")
     assert len(snippets) == 3
     monkeypatch.chdir(tmp_path)                 # CSVLogger writes history.csv here
     namespace = {"__name__": "readme"}
