@@ -31,3 +31,9 @@ from .dropout import Dropout  # noqa: E402
 from .normalization import BatchNorm1D, BatchNorm2D  # noqa: E402
 
 __all__ += ["Dropout", "BatchNorm1D", "BatchNorm2D"]
+
+# Networks beyond a chain: residual blocks and global pooling (issue 15)
+from .residual import Residual  # noqa: E402
+from .global_pool import GlobalAvgPool2D  # noqa: E402
+
+__all__ += ["Residual", "GlobalAvgPool2D"]
