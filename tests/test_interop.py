@@ -113,6 +113,43 @@ def test_a_users_layer_keeps_its_parameter_and_buffer_names():
     np.testing.assert_array_equal(model[1].calls, [4.0])
 
 
+@needs_nets
+def test_a_users_block_names_its_sub_layers_by_attribute():
+    torch = pytest.importorskip("torch")
+
+    class Gated(L.Layer):
+        def __init__(self):
+            super().__init__()
+            self.value = L.Linear(4, 4)
+            self.gate = airi.Sequential(L.Linear(4, 4), L.Sigmoid())
+
+        def forward(self, x, training=None):
+            return self.value.forward(x) * self.gate.forward(x)
+
+        def backward(self, dout):
+            raise NotImplementedError
+
+    class TorchGated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.value = torch.nn.Linear(4, 4)
+            self.gate = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Sigmoid())
+
+        def forward(self, x):
+            return self.value(x) * self.gate(x)
+
+    model = airi.Sequential(L.Linear(3, 4), Gated())
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), TorchGated())
+    state = torch_state_dict(model)
+    assert list(state) == list(twin.state_dict()) == [
+        "0.weight", "0.bias", "1.value.weight", "1.value.bias", "1.gate.0.weight",
+        "1.gate.0.bias"]
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    with torch.no_grad():
+        assert_close(twin(torch.from_numpy(x)).numpy(), model.forward(x), 1e-6)
+
+
 # ------------------------------------------------------------------------ the checks
 def test_missing_and_unexpected_keys_are_named_and_nothing_changes():
     model = airi.models.lenet()
@@ -272,4 +309,5 @@ def test_readme_snippets_run_as_printed(tmp_path, monkeypatch, capsys):
     for code in snippets:                  # one session, as a reader pastes them
         exec(compile(code, "README.md", "exec"), namespace)
     printed = capsys.readouterr().out.split()
-    assert printed == ["True", "(128,", "800)", "True", "True"]   # what the comments say
+    # as the comments say
+    assert printed == ["True", "9", "(128,", "800)", "True", "True", "True"]

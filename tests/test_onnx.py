@@ -91,6 +91,14 @@ def test_a_single_layer_exports(layer, shape, tmp_path):
     check_against_airi(randomize_batchnorm(layer), shape, tmp_path / "layer.onnx")
 
 
+def test_every_public_layer_class_has_an_exporter():
+    classes = [cls for cls in vars(L).values() if isinstance(cls, type)
+               and issubclass(cls, L.Layer) and cls is not L.Layer]
+    assert len(classes) >= 15
+    missing = [cls.__name__ for cls in classes if airi.onnx._registered_base(cls) is None]
+    assert not missing, f"no ONNX exporter for {missing}"
+
+
 @needs_nets
 def test_residual_global_pool_and_nested_models(tmp_path):
     airi.seed(2)
