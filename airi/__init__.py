@@ -15,7 +15,7 @@ from .gradcheck import gradcheck
 from . import layers, losses, init  # noqa: E402  (layers part)
 from .layers import (Layer, Linear, Conv2D, MaxPool2D, AvgPool2D, Relu, ReLU, LeakyRelu,
                      Sigmoid, Tanh, Flatten, Softmax, LogSoftmax)
-from .losses import CrossEntropyLoss, NLLLoss, MSELoss
+from .losses import CrossEntropyLoss, NLLLoss, MSELoss, BCEWithLogitsLoss, BCELoss
 
 from . import viz  # noqa: E402  (pictures; matplotlib is imported lazily inside)
 from . import optim, lr_scheduler
@@ -27,7 +27,11 @@ from . import serialization
 from .serialization import save, load, register_safe, ModelFileError, UnsafeModelError
 from .trainer import Trainer  # noqa: E402  (training part)
 from . import models  # noqa: E402
+from . import onnx, interop  # noqa: E402  (ONNX export; the onnx package is imported lazily)
 from . import distributed  # noqa: E402  (data-parallel training on MPI; mpi4py imported lazily)
+from . import metrics  # noqa: E402  (networks beyond a chain, issue 15)
+from .clip_grad import clip_grad_norm_  # noqa: E402
+from .layers import Residual, GlobalAvgPool2D  # noqa: E402
 
 
 def __getattr__(name):

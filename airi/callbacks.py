@@ -1,10 +1,13 @@
 """Callbacks: hooks the :class:`airi.Trainer` calls around epochs (Keras style).
 
 ``ModelCheckpoint`` keeps the best model on a monitored metric, ``EarlyStopping`` stops
-when it no longer improves. Write your own by deriving from :class:`Callback`.
+when it no longer improves, ``CSVLogger`` writes one row per epoch to a CSV file. Write
+your own by deriving from :class:`Callback`.
 """
+import csv
+import os
 
-__all__ = ["Callback", "ModelCheckpoint", "EarlyStopping"]
+__all__ = ["Callback", "ModelCheckpoint", "EarlyStopping", "CSVLogger"]
 
 
 class Callback:
@@ -330,3 +333,72 @@ class EarlyStopping(_MonitorMixin, Callback):
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
         self.wait = state.get("wait", 0)
         self.best_weights = state.get("best_weights")
+
+
+class CSVLogger(Callback):
+    """Write the history to a CSV file, one row per epoch (Keras' ``CSVLogger``).
+
+    The columns are the keys of the epoch records (see :meth:`Trainer.fit`): ``epoch``,
+    ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``,
+    ``images_per_second``, ``lr`` (and any extra key a record carries); a missing value
+    (no validation) is an empty cell. Floats are written in full precision. The file is
+    rewritten when ``fit`` starts with the epochs the trainer already has (after a
+    resume the file is complete) and a row is appended after every epoch, so it can be
+    watched during training. Only the main rank writes under MPI.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file (its folder must exist).
+    separator : str, default ","
+    append : bool, default False
+        Append to an existing file instead of rewriting it (the header is written only
+        to an empty file; earlier epochs of the trainer are not repeated).
+
+    Examples
+    --------
+    >>> trainer.fit(train, epochs=5, val=val,
+    ...             callbacks=[airi.trainer.CSVLogger("history.csv")])  # doctest: +SKIP
+    """
+
+    _FIRST = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, path, separator=",", append=False):
+        self.path = os.fspath(path)
+        self.separator = str(separator)
+        self.append = bool(append)
+        self._columns = None
+
+    def _columns_of(self, record):
+        rest = [k for k in record if k not in self._FIRST]
+        return [k for k in self._FIRST if k in record] + rest
+
+    def _is_main(self, trainer):
+        return trainer.parallel.is_main()
+
+    def _write(self, records, mode):
+        with open(self.path, mode, newline="") as f:
+            writer = csv.writer(f, delimiter=self.separator)
+            if self._columns is None:
+                self._columns = self._columns_of(records[0])
+            if mode == "w" or f.tell() == 0:
+                writer.writerow(self._columns)
+            for record in records:
+                writer.writerow(["" if record.get(k) is None else
+                                 (repr(record[k]) if isinstance(record[k], float)
+                                  else record[k]) for k in self._columns])
+
+    def on_train_begin(self, trainer):
+        """Rewrite the file with the trainer's history so far (unless ``append``)."""
+        self._columns = None
+        if not self._is_main(trainer) or self.append:
+            return
+        if trainer.history:
+            self._write(trainer.history, "w")
+        else:
+            open(self.path, "w").close()
+
+    def on_epoch_end(self, trainer, record):
+        """Append the epoch's row (the header first, into an empty file)."""
+        if self._is_main(trainer):
+            self._write([record], "a")

@@ -6,13 +6,15 @@ airi (no download) and prints the held-out accuracy. Each run writes, in ``--out
 - ``model.pkl``       the best model (by validation accuracy, ties to the lower
                       validation loss), for ``airi.load``;
 - ``checkpoint.pkl``  everything needed to continue (``--resume``), updated every epoch;
-- ``metrics.json``    test accuracy/loss, timing, settings and the per-epoch history.
+- ``metrics.json``    test accuracy/loss, timing, settings and the per-epoch history;
+- ``history.csv``     the per-epoch history as a table, one row per epoch.
 
 Examples::
 
     python -m airi.train                                  # LeNet, bundled digits
     python -m airi.train --dataset mnist --data-dir data --download --epochs 5
     python -m airi.train --dataset cifar10 --data-dir data --model vgg_small
+    python -m airi.train --model resnet20             # SGD-Nesterov + OneCycle (its recipe)
     python -m airi.train --resume runs/20240501-120000/checkpoint.pkl --epochs 20
 
 The same function backs the ``airi-train`` console script (``main(argv)`` returns the
@@ -33,13 +35,14 @@ import numpy as np
 #: The console script's name; usage and error lines use :func:`prog_name`.
 PROG = "airi-train"
 DATASETS = ("mnist-subset", "mnist", "cifar10")
-OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "none")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam",
+              "adamw")
+SCHEDULES = ("cosine", "step", "plateau", "onecycle", "none")
 NUM_CLASSES = {"mnist-subset": 10, "mnist": 10, "cifar10": 10}
 
 #: Default learning rate of each --optimizer.
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adagrad": 0.01, "rmsprop": 1e-3,
-              "adam": 2e-3, "adamw": 2e-3}
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.01,
+              "rmsprop": 1e-3, "adadelta": 1.0, "adam": 2e-3, "adamw": 2e-3}
 
 #: The settings a run is defined by (saved in checkpoints, reused by --resume); None
 #: entries are filled per data set / optimizer in _resolve_settings.
@@ -58,7 +61,19 @@ DEFAULTS = {
     "val_split": 0.1,
     "seed": 0,
     "limit": None,
+    "clip_grad_norm": None,
 }
+
+#: A model's own recipe: the defaults its family trains well with, used for every
+#: setting not given on the command line. He et al.'s ResNets: SGD with Nesterov
+#: momentum, weight decay 5e-4, the one-cycle policy peaking at --lr, and every
+#: training image used for training (no validation split: the one-cycle schedule ends
+#: at its best epoch, the last, so there is nothing to pick).
+_RESNET_RECIPE = {"optimizer": "nesterov", "lr": 0.1, "weight_decay": 5e-4,
+                  "schedule": "onecycle", "val_split": 0.0}
+MODEL_DEFAULTS = {"resnet8": _RESNET_RECIPE, "resnet20": _RESNET_RECIPE}
+#: ReduceLROnPlateau settings of --schedule plateau (a CLI run is short: patience 2).
+PLATEAU = {"factor": 0.1, "patience": 2}
 #: Settings a resumed run may change (the rest must match the checkpoint).
 RESUME_MAY_CHANGE = {"epochs", "data_dir"}
 
@@ -104,12 +119,14 @@ def build_parser():
                     "MNIST digits) and report its held-out accuracy.",
         epilog="outputs in --out: model.pkl (the best model, for airi.load), "
                "checkpoint.pkl (for --resume),\nmetrics.json (test accuracy, timing, "
-               "history). Ctrl-C or SIGTERM stops after the current\nbatch and saves a "
-               "checkpoint (exit status 130 or 143).\n\n"
+               "history), history.csv (one row per epoch). Ctrl-C or SIGTERM stops\n"
+               "after the current batch and saves a checkpoint (exit status 130 or 143).\n\n"
                "examples:\n"
                "  python -m airi.train\n"
                "  python -m airi.train --dataset mnist --data-dir data --download\n"
-               "  python -m airi.train --dataset cifar10 --data-dir data --model vgg_small\n"
+               "  python -m airi.train --dataset cifar10 --data-dir data "
+               "--model vgg_small\n"
+               "  python -m airi.train --model resnet20\n"
                "  python -m airi.train --resume runs/RUN/checkpoint.pkl --epochs 20",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     from .models import available_models
@@ -133,8 +150,9 @@ def build_parser():
     p.add_argument("--batch-size", type=int, metavar="B",
                    help=f"images per step (default {DEFAULTS['batch_size']})")
     p.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="update rule; momentum means SGD with --momentum "
-                        f"(default {DEFAULTS['optimizer']})")
+                   help="update rule; momentum means SGD with --momentum, nesterov SGD "
+                        f"with Nesterov momentum (default {DEFAULTS['optimizer']}; "
+                        "nesterov for the resnets)")
     p.add_argument("--lr", type=float, metavar="LR",
                    help="initial learning rate (default per optimizer: "
                         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
@@ -145,8 +163,13 @@ def build_parser():
                    help="L2 penalty (decoupled for adamw; default 0, 0.01 for adamw)")
     p.add_argument("--schedule", choices=SCHEDULES,
                    help="learning-rate schedule over the epochs: cosine annealing to 0, "
-                        "step (x0.1 at 50%% and 75%%), or none "
-                        f"(default {DEFAULTS['schedule']})")
+                        "step (x0.1 at 50%% and 75%%), plateau (x0.1 when the validation "
+                        f"loss stalls for {PLATEAU['patience']} epochs), onecycle (the "
+                        "1cycle policy per batch, peaking at --lr, momentum cycled), or "
+                        f"none (default {DEFAULTS['schedule']}; onecycle for the resnets)")
+    p.add_argument("--clip-grad-norm", type=float, metavar="C",
+                   help="clip the gradients' total 2-norm to C before every step "
+                        "(default: no clipping)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random shifts for digits, random crops and flips for CIFAR-10 "
                         "(default on)")
@@ -170,6 +193,10 @@ def build_parser():
                    help="print only the final accuracy")
     p.add_argument("--plots", action="store_true", default=None,
                    help="also write curves.png and filters.png (needs matplotlib)")
+    p.add_argument("--export-onnx", action="store_true", default=None,
+                   help="also write model.onnx beside model.pkl: the best model in "
+                        "evaluation mode, for ONNX Runtime or Netron (needs the onnx "
+                        "package: pip install 'airi[onnx]')")
     p.add_argument("--rank-timeout", type=float, metavar="SECONDS", default=None,
                    help="under mpiexec: when a rank does not reach a collective within "
                         "SECONDS, every rank stops with a message naming it (default "
@@ -209,6 +236,9 @@ def _resolve_settings(args, saved=None):
     settings = dict(DEFAULTS)
     if saved is not None:
         _check_saved_settings(saved)
+    if not saved:     # the model's recipe, under the options given explicitly
+        model = str(args.model or DEFAULTS["model"]).strip().lower().replace("-", "_")
+        settings.update(MODEL_DEFAULTS.get(model, {}))
     if saved:
         settings.update({k: v for k, v in saved.items() if k in DEFAULTS})
     for key in DEFAULTS:
@@ -221,7 +251,9 @@ def _resolve_settings(args, saved=None):
                              "change when resuming")
         settings[key] = value
     settings["model"] = str(settings["model"]).strip().lower().replace("-", "_")
-    if settings["lr"] is None:
+    if settings["lr"] is None or (args.optimizer is not None and args.lr is None
+                                  and not saved):
+        # an --optimizer given without --lr gets its own default rate
         settings["lr"] = DEFAULT_LR[settings["optimizer"]]
     if args.weight_decay is None and settings["optimizer"] == "adamw" and not saved:
         settings["weight_decay"] = 1e-2
@@ -244,6 +276,9 @@ def _validate(s):
         (s["seed"] >= 0, f"--seed must be >= 0, got {s['seed']}"),
         (s["limit"] is None or s["limit"] >= 10,
          f"--limit must be >= 10, got {s['limit']}"),
+        (s["clip_grad_norm"] is None or (np.isfinite(s["clip_grad_norm"])
+                                         and s["clip_grad_norm"] > 0),
+         f"--clip-grad-norm must be > 0, got {s['clip_grad_norm']}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -331,6 +366,11 @@ def _build_optimizer(s, params):
         return optim.SGD(params, lr=lr, weight_decay=wd)
     if name == "momentum":
         return optim.SGD(params, lr=lr, momentum=s["momentum"], weight_decay=wd)
+    if name == "nesterov":
+        return optim.SGD(params, lr=lr, momentum=s["momentum"], nesterov=True,
+                         weight_decay=wd)
+    if name == "adadelta":
+        return optim.Adadelta(params, lr=lr, weight_decay=wd)
     if name == "adagrad":
         return optim.AdaGrad(params, lr=lr, weight_decay=wd)
     if name == "rmsprop":
@@ -340,8 +380,17 @@ def _build_optimizer(s, params):
     return optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
-def _build_schedule(s, optimizer):
+def _build_schedule(s, optimizer, steps_per_epoch):
     from . import lr_scheduler
+    if s["schedule"] == "onecycle":
+        # --lr is the peak; SGD's momentum / Adam's beta1 cycle 0.95 -> 0.85 -> 0.95
+        # (an optimizer without momentum keeps its own).
+        cycle = "momentum" in optimizer._hyper_names or "betas" in optimizer._hyper_names
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=s["lr"], epochs=s["epochs"],
+                                       steps_per_epoch=steps_per_epoch,
+                                       cycle_momentum=cycle)
+    if s["schedule"] == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", **PLATEAU)
     if s["schedule"] == "cosine":
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=s["epochs"])
     if s["schedule"] == "step":
@@ -357,8 +406,12 @@ def _milestones(epochs):
 def _stretch_schedule(schedule, epochs, done):
     """A resumed run given a new --epochs: the schedule spans the new total, from the
     epoch reached (its checkpoint holds the old span)."""
-    if schedule is None:
-        return
+    from .lr_scheduler import OneCycleLR, ReduceLROnPlateau
+    if schedule is None or isinstance(schedule, ReduceLROnPlateau):
+        return     # plateau: nothing tied to the number of epochs
+    if isinstance(schedule, OneCycleLR):
+        raise UsageError("--epochs cannot change when resuming a onecycle run (the "
+                         "cycle spans the epochs it was started with)")
     if hasattr(schedule, "T_max"):
         schedule.T_max = epochs
     elif hasattr(schedule, "milestones"):
@@ -413,6 +466,30 @@ def _write_json_atomic(obj, path):
             os.unlink(tmp)
         raise
     _fsync_directory(path.parent)
+
+
+def _check_onnx_export(model, image_shape):
+    """Before training: --export-onnx will work (onnx installed, the model exports), so
+    a long run does not end without its model.onnx."""
+    from . import onnx as airi_onnx
+    try:
+        airi_onnx.build(model, image_shape)
+    except ImportError as exc:
+        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
+    except ValueError as exc:     # OnnxExportError included
+        raise UsageError(f"--export-onnx: {_one_line(exc)}") from None
+
+
+def _export_onnx(model, path, run):
+    """Write the best model as ONNX; the input normalisation (if any) goes into the
+    file's metadata, since the graph expects normalised inputs as the model does."""
+    from . import onnx as airi_onnx
+    metadata = {"airi_model": run["settings"]["model"],
+                "airi_dataset": run["settings"]["dataset"]}
+    if run["normalization"]:
+        metadata["airi_normalization"] = json.dumps(run["normalization"])
+    image_shape = tuple(run["test"][0].shape[1:])        # as the training images
+    airi_onnx.export(model, path, image_shape, metadata=metadata)
 
 
 def _throughput(history, n_train):
@@ -491,7 +568,7 @@ def _setup(args):
     """Everything before training; user mistakes raise UsageError."""
     import airi
     from .serialization import load
-    from .trainer import Trainer, ModelCheckpoint
+    from .trainer import Trainer, ModelCheckpoint, CSVLogger
 
     saved_settings, resume_path = None, None
     if args.resume is not None:
@@ -535,11 +612,12 @@ def _setup(args):
     except ValueError as exc:
         raise UsageError(f"model {s['model']} does not fit {s['dataset']} images of shape "
                          f"{image_shape}: {_one_line(exc)}") from None
+    if args.export_onnx:
+        _check_onnx_export(model, image_shape)
     try:
         optimizer = _build_optimizer(s, model.parameters())
     except ValueError as exc:
         raise UsageError(_one_line(exc)) from None
-    schedule = _build_schedule(s, optimizer)
 
     out = Path(args.out) if args.out else (resume_path.parent if resume_path
                                            else _default_out_dir())
@@ -558,8 +636,11 @@ def _setup(args):
     loader = DataLoader(train[0], train[1], batch_size=s["batch_size"], shuffle=True,
                         seed=s["seed"], transform=transform, rank=parallel.rank,
                         world_size=parallel.world_size, drop_last=tiny_last)
+    schedule = _build_schedule(s, optimizer, len(loader))
     trainer = Trainer(model, airi.CrossEntropyLoss(), optimizer, schedule,
-                      parallel=parallel, verbose=not args.quiet)
+                      parallel=parallel, verbose=not args.quiet,
+                      clip_grad_norm=s["clip_grad_norm"],
+                      monitor="val_loss" if val is not None else "train_loss")
     trainer.checkpoint_extra = {"settings": s, "normalization": normalization}
     monitor = "val_accuracy" if val is not None else "train_loss"
     # The held-out validation split is small (a few hundred images): its accuracy ties
@@ -574,8 +655,10 @@ def _setup(args):
             raise UsageError(f"--resume: {_one_line(exc)}") from None
         if s["epochs"] != saved_settings["epochs"]:
             _stretch_schedule(schedule, s["epochs"], trainer.epoch)
+    # history.csv is rewritten with the whole history when fit starts (resume included)
+    csv_log = CSVLogger(out / "history.csv")
     return dict(settings=s, trainer=trainer, loader=loader, val=val, test=test,
-                out=out, callbacks=[best], summary=summary, parallel=parallel,
+                out=out, callbacks=[best, csv_log], summary=summary, parallel=parallel,
                 normalization=normalization, n_train=len(train[0]), resumed=resume_path)
 
 
@@ -686,6 +769,13 @@ def _main(argv):
     }
     if main_rank:
         _write_json_atomic(metrics, out / "metrics.json")
+        if args.export_onnx:
+            try:
+                _export_onnx(best_model, out / "model.onnx", run)
+            except (ImportError, OSError, ValueError) as exc:
+                print(f"{prog_name()}: error: --export-onnx: {_one_line(exc)}",
+                      file=sys.stderr)
+                return 1
     say(f"Test accuracy {scores['accuracy']:.4f} (loss {scores['loss']:.4f}) on "
         f"{scores['samples']:,} held-out images with the best model (epoch "
         f"{best_cb.best_epoch}); {train_seconds:.1f}s of training. Files in {out}",

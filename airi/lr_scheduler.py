@@ -16,6 +16,11 @@ optimizer's ``lr`` when the scheduler was created. :class:`MomentumSchedule` doe
 same for SGD's ``momentum`` (or Adam's ``beta1``), raising it over the first epochs as
 the seed suggests (0.5 -> 0.99).
 
+Two schedules are different: :class:`OneCycleLR` is stepped once per *batch* (its
+``step_per_batch`` attribute is True; the Trainer honours it), and
+:class:`ReduceLROnPlateau` is stepped with a validation metric, ``step(val_loss)``, and
+lowers the rate when the metric stops improving.
+
 ``state_dict()`` holds only Python scalars, lists and dicts (checkpoints store it);
 ``load_state_dict()`` restores the counter and re-applies the value for that epoch to
 the optimizer, so the order in which a checkpoint restores optimizer and scheduler
@@ -29,7 +34,8 @@ from .optim import Adam, Optimizer
 from .validators import finite_number, positive_int
 
 __all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
-           "LinearLR", "LinearWarmup", "MomentumSchedule", "ChainedScheduler"]
+           "LinearLR", "LinearWarmup", "MomentumSchedule", "ChainedScheduler",
+           "OneCycleLR", "ReduceLROnPlateau"]
 
 
 class _Schedule:
@@ -536,3 +542,387 @@ class ChainedScheduler:
 
     def __repr__(self):
         return f"ChainedScheduler({self.schedulers!r})"
+
+
+
+# ------------------------------------------------------------------------ one cycle
+def _anneal_cos(start, end, pct):
+    """Cosine from ``start`` (pct 0) to ``end`` (pct 1)."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+def _anneal_linear(start, end, pct):
+    return (end - start) * pct + start
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy (Smith & Topin 2017, ``torch.optim.lr_scheduler.OneCycleLR``):
+    the rate rises from ``max_lr / div_factor`` to ``max_lr`` over the first
+    ``pct_start`` of the steps, then anneals to ``initial_lr / final_div_factor``; the
+    momentum (SGD's ``momentum``, RMSProp's, or Adam's ``beta1``) moves the opposite way,
+    ``max_momentum`` -> ``base_momentum`` -> ``max_momentum``.
+
+    Stepped once per **batch** (``step_per_batch = True``): ``total_steps`` is the
+    number of optimizer steps of the whole run. Creating it sets the rate (and momentum)
+    of step 0; stepping more than ``total_steps`` times is an error, as in PyTorch.
+
+    Parameters
+    ----------
+    optimizer : airi.optim.Optimizer
+        Its own ``lr`` is ignored (overwritten with ``max_lr / div_factor``).
+    max_lr : float
+        The peak rate (> 0), required.
+    total_steps : int, optional
+        Steps in the cycle; else ``epochs * steps_per_epoch``.
+    epochs, steps_per_epoch : int, optional
+        Used when ``total_steps`` is None.
+    pct_start : float, default 0.3
+        Share of the cycle spent raising the rate, in [0, 1].
+    anneal_strategy : {"cos", "linear"}, default "cos"
+    cycle_momentum : bool, default True
+        Cycle the momentum too; the optimizer must have one (``momentum`` or ``betas``).
+    base_momentum, max_momentum : float, default 0.85, 0.95
+    div_factor : float, default 25
+        ``initial_lr = max_lr / div_factor``.
+    final_div_factor : float, default 1e4
+        ``min_lr = initial_lr / final_div_factor``.
+    three_phase : bool, default False
+        Three phases as in fast.ai's original: up, back down to ``initial_lr``
+        (symmetrically), then down to ``min_lr``.
+
+    Attributes
+    ----------
+    total_steps : int
+    initial_lr, max_lr, min_lr : float
+    phases : list of dict
+        ``end_step``, ``start_lr``, ``end_lr``, ``start_momentum``, ``end_momentum``
+        (names of the values above), as in PyTorch.
+    """
+
+    step_per_batch = True
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None,
+                 steps_per_epoch=None, pct_start=0.3, anneal_strategy="cos", cycle_momentum=True,
+                 base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False):
+        name = "OneCycleLR"
+        if not isinstance(optimizer, Optimizer):
+            raise ValueError(f"{name}: expected an airi.optim optimizer, "
+                             f"got {type(optimizer).__name__}")
+        if total_steps is not None:
+            self.total_steps = positive_int(total_steps, "total_steps", name)
+        elif epochs is not None and steps_per_epoch is not None:
+            self.total_steps = (positive_int(epochs, "epochs", name)
+                                * positive_int(steps_per_epoch, "steps_per_epoch", name))
+        else:
+            raise ValueError(f"{name}: give total_steps, or both epochs and "
+                             "steps_per_epoch")
+        pct_start = finite_number(pct_start, "pct_start", name, 0.0, 1.0)
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"{name}: anneal_strategy must be 'cos' or 'linear', got "
+                             f"{anneal_strategy!r}")
+        self.anneal_strategy = anneal_strategy
+        self.max_lr = finite_number(max_lr, "max_lr", name, 0.0)
+        div_factor = finite_number(div_factor, "div_factor", name, 0.0, low_open=True)
+        final_div_factor = finite_number(final_div_factor, "final_div_factor", name, 0.0,
+                                         low_open=True)
+        self.initial_lr = self.max_lr / div_factor
+        self.min_lr = self.initial_lr / final_div_factor
+        self.cycle_momentum = bool(cycle_momentum)
+        self.base_momentum = finite_number(base_momentum, "base_momentum", name, 0.0)
+        self.max_momentum = finite_number(max_momentum, "max_momentum", name, 0.0)
+        if self.cycle_momentum and not self._has_momentum(optimizer):
+            raise ValueError(f"{name}: {type(optimizer).__name__} has no momentum or "
+                             "beta1 to cycle; pass cycle_momentum=False")
+        total = self.total_steps
+        if three_phase:
+            self.phases = [
+                dict(end_step=float(pct_start * total) - 1, start_lr="initial_lr",
+                     end_lr="max_lr", start_momentum="max_momentum",
+                     end_momentum="base_momentum"),
+                dict(end_step=float(2 * pct_start * total) - 2, start_lr="max_lr",
+                     end_lr="initial_lr", start_momentum="base_momentum",
+                     end_momentum="max_momentum"),
+                dict(end_step=total - 1, start_lr="initial_lr", end_lr="min_lr",
+                     start_momentum="max_momentum", end_momentum="max_momentum")]
+        else:
+            self.phases = [
+                dict(end_step=float(pct_start * total) - 1, start_lr="initial_lr",
+                     end_lr="max_lr", start_momentum="max_momentum",
+                     end_momentum="base_momentum"),
+                dict(end_step=total - 1, start_lr="max_lr", end_lr="min_lr",
+                     start_momentum="base_momentum", end_momentum="max_momentum")]
+        self.three_phase = bool(three_phase)
+        self._last_momentum = None
+        super().__init__(optimizer)
+
+    _PHASE_VALUES = {"start_lr": ("initial_lr", "max_lr", "min_lr"),
+                     "end_lr": ("initial_lr", "max_lr", "min_lr"),
+                     "start_momentum": ("base_momentum", "max_momentum"),
+                     "end_momentum": ("base_momentum", "max_momentum")}
+
+    def _check_field(self, key, value):
+        """``phases`` (2 or 3 dicts naming the values each phase goes between) and
+        ``anneal_strategy`` have their own checks; the rest as every schedule's."""
+        if key == "phases":
+            keys = {"end_step", *self._PHASE_VALUES}
+            ok = type(value) in (list, tuple) and len(value) in (2, 3) and all(
+                type(phase) is dict and set(phase) == keys
+                and type(phase["end_step"]) in (int, float)
+                and phase["end_step"] == phase["end_step"]
+                and all(phase[k] in names for k, names in self._PHASE_VALUES.items())
+                for phase in value)
+            if not ok:
+                raise ValueError(f"OneCycleLR.phases must be 2 or 3 phases as OneCycleLR "
+                                 f"makes them, got {reprlib.repr(value)}")
+        elif key == "anneal_strategy":
+            if value not in ("cos", "linear"):
+                raise ValueError(f"OneCycleLR.anneal_strategy must be 'cos' or 'linear', "
+                                 f"got {reprlib.repr(value)}")
+        elif key == "total_steps":
+            if type(value) is not int or value < 1:
+                raise ValueError(f"OneCycleLR.total_steps must be a positive int, got "
+                                 f"{reprlib.repr(value)}")
+        else:
+            super()._check_field(key, value)
+
+    @staticmethod
+    def _has_momentum(optimizer):
+        names = getattr(optimizer, "_hyper_names", ())
+        return "momentum" in names or "betas" in names
+
+    def _values_at(self, step):
+        """(lr, momentum) at ``step``, PyTorch's phase walk."""
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR: tried to step {step} times; the cycle has "
+                             f"total_steps={self.total_steps} (step once per batch)")
+        anneal = _anneal_cos if self.anneal_strategy == "cos" else _anneal_linear
+        start_step = 0.0
+        for i, phase in enumerate(self.phases):
+            end_step = phase["end_step"]
+            if step <= end_step or i == len(self.phases) - 1:
+                pct = (step - start_step) / (end_step - start_step)
+                lr = anneal(getattr(self, phase["start_lr"]),
+                            getattr(self, phase["end_lr"]), pct)
+                momentum = anneal(getattr(self, phase["start_momentum"]),
+                                  getattr(self, phase["end_momentum"]), pct)
+                return lr, momentum
+            start_step = phase["end_step"]
+        raise AssertionError("unreachable")
+
+    def _lr_at(self, step):
+        return self._values_at(step)[0]
+
+    def _apply(self):
+        lr, momentum = self._values_at(self.last_epoch)
+        # Step total_steps (after the last batch) extrapolates the last phase; with a
+        # linear anneal that can dip below 0, which PyTorch writes as is (it is never
+        # used) and airi's optimizers refuse: write 0 instead.
+        lr = max(lr, 0.0)
+        self.optimizer.lr = float(lr)
+        self._last_lr = [float(lr)]
+        if self.cycle_momentum:
+            if "betas" in self.optimizer._hyper_names:
+                self.optimizer.betas = (momentum, self.optimizer.betas[1])
+            else:
+                self.optimizer.momentum = momentum
+            self._last_momentum = momentum
+
+    def get_last_momentum(self):
+        """The momentum (or beta1) last written to the optimizer (None when not
+        cycled)."""
+        return self._last_momentum
+
+
+# ------------------------------------------------------------------------ plateau
+class ReduceLROnPlateau:
+    """Lower the rate when a metric has stopped improving
+    (``torch.optim.lr_scheduler.ReduceLROnPlateau``).
+
+    Call ``step(metric)`` once per epoch with the validation metric (the Trainer feeds
+    it the metric it monitors). When the metric has not improved for more than
+    ``patience`` epochs, ``lr = max(lr * factor, min_lr)`` (skipped when the change is
+    below ``eps``), then ``cooldown`` epochs pass before bad epochs count again.
+
+    "Improved" means, for ``mode="min"``: ``metric < best * (1 - threshold)``
+    (``threshold_mode="rel"``) or ``metric < best - threshold`` ("abs"); for "max":
+    ``metric > best * (1 + threshold)`` or ``metric > best + threshold``.
+
+    Parameters
+    ----------
+    optimizer : airi.optim.Optimizer
+    mode : {"min", "max"}, default "min"
+        "min" for a loss, "max" for an accuracy.
+    factor : float, default 0.1
+        In [0, 1).
+    patience : int, default 10
+        Bad epochs tolerated before lowering the rate (>= 0).
+    threshold : float, default 1e-4
+    threshold_mode : {"rel", "abs"}, default "rel"
+    cooldown : int, default 0
+    min_lr : float, default 0
+    eps : float, default 1e-8
+
+    Attributes
+    ----------
+    best : float
+        The best metric so far (inf / -inf at the start).
+    num_bad_epochs : int
+    last_epoch : int
+        Number of ``step`` calls.
+    """
+
+    step_per_batch = False
+
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
+                 threshold_mode="rel", cooldown=0, min_lr=0, eps=1e-8):
+        name = "ReduceLROnPlateau"
+        if not isinstance(optimizer, Optimizer):
+            raise ValueError(f"{name}: expected an airi.optim optimizer, "
+                             f"got {type(optimizer).__name__}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"{name}: mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"{name}: threshold_mode must be 'rel' or 'abs', got "
+                             f"{threshold_mode!r}")
+        factor = finite_number(factor, "factor", name, 0.0)
+        if factor >= 1.0:
+            raise ValueError(f"{name}: factor must be < 1.0 (it multiplies the rate), got "
+                             f"{factor!r}")
+        self.optimizer = optimizer
+        self.mode = mode
+        self.factor = factor
+        self.patience = _non_negative_int(patience, "patience", name)
+        self.threshold = finite_number(threshold, "threshold", name, 0.0)
+        self.threshold_mode = threshold_mode
+        self.cooldown = _non_negative_int(cooldown, "cooldown", name)
+        self.min_lr = finite_number(min_lr, "min_lr", name, 0.0)
+        self.eps = finite_number(eps, "eps", name, 0.0)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self.last_epoch = 0
+        self._last_lr = [float(optimizer.lr)]
+
+    def is_better(self, metric, best):
+        """Whether ``metric`` improves on ``best`` by more than the threshold."""
+        if self.mode == "min":
+            bound = best * (1.0 - self.threshold) if self.threshold_mode == "rel" \
+                else best - self.threshold
+            return metric < bound
+        bound = best * (self.threshold + 1.0) if self.threshold_mode == "rel" \
+            else best + self.threshold
+        return metric > bound
+
+    @property
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
+
+    def step(self, metrics):
+        """Record this epoch's ``metrics`` (a number) and lower the rate if it has
+        plateaued."""
+        try:
+            current = float(metrics)
+        except (TypeError, ValueError):
+            raise ValueError(f"ReduceLROnPlateau.step: expected the metric (a number), "
+                             f"got {metrics!r}") from None
+        self.last_epoch += 1
+        if self.is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.in_cooldown:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        self._last_lr = [float(self.optimizer.lr)]
+
+    def _reduce_lr(self):
+        old = float(self.optimizer.lr)
+        new = max(old * self.factor, self.min_lr)
+        if old - new > self.eps:
+            self.optimizer.lr = new
+
+    def get_last_lr(self):
+        """The rate after the last step, as a one-element list (PyTorch)."""
+        return list(self._last_lr)
+
+    _STATE_KEYS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown",
+                   "min_lr", "eps", "best", "num_bad_epochs", "cooldown_counter",
+                   "last_epoch", "_last_lr")
+
+    def state_dict(self):
+        """Everything but the optimizer, as plain data (for checkpoints)."""
+        state = {"type": "ReduceLROnPlateau"}
+        for key in self._STATE_KEYS:
+            value = getattr(self, key)
+            state[key] = list(value) if isinstance(value, (list, tuple)) else value
+        return state
+
+    def load_state_dict(self, state_dict):
+        """Restore a :meth:`state_dict` (the optimizer's rate is not changed: it is in
+        the optimizer's own state). Everything is checked before anything changes."""
+        if not isinstance(state_dict, dict) or \
+                state_dict.get("type", "ReduceLROnPlateau") != "ReduceLROnPlateau":
+            raise ValueError("ReduceLROnPlateau.load_state_dict: expected a state saved by "
+                             "ReduceLROnPlateau")
+        missing = [k for k in self._STATE_KEYS if k not in state_dict]
+        if missing:
+            raise ValueError(f"ReduceLROnPlateau.load_state_dict: missing {missing}")
+        for key in self._STATE_KEYS:
+            self._check_field(key, state_dict[key])
+        for key in self._STATE_KEYS:
+            value = state_dict[key]
+            setattr(self, key, list(value) if isinstance(value, tuple) else value)
+
+    def _check_field(self, key, value):
+        """One saved attribute, as the constructor and :meth:`step` make it."""
+        def bad(expected):
+            raise ValueError(f"ReduceLROnPlateau.{key} must be {expected}, got "
+                             f"{reprlib.repr(value)}")
+
+        def number(v):     # inf is allowed: the best metric before the first step
+            return type(v) in (int, float) and v == v
+
+        if key == "mode":
+            if value not in ("min", "max"):
+                bad("'min' or 'max'")
+        elif key == "threshold_mode":
+            if value not in ("rel", "abs"):
+                bad("'rel' or 'abs'")
+        elif key in ("patience", "cooldown", "num_bad_epochs", "cooldown_counter",
+                     "last_epoch"):
+            if type(value) is not int or value < 0:
+                bad("an int >= 0")
+        elif key == "_last_lr":
+            if type(value) not in (list, tuple) or len(value) != 1 \
+                    or not number(value[0]):
+                bad("a list of one number")
+        elif key == "factor":
+            if not number(value) or not 0 <= value < 1:
+                bad("a number in [0, 1)")
+        elif not number(value):
+            bad("a number")
+
+    def check_state(self):
+        """Check attributes read from a model file (``airi.load`` calls it)."""
+        if not isinstance(vars(self).get("optimizer"), Optimizer):
+            raise ValueError("ReduceLROnPlateau.optimizer must be an airi optimizer")
+        for key in self._STATE_KEYS:
+            if key not in vars(self):
+                raise ValueError(f"ReduceLROnPlateau.{key} is missing")
+            self._check_field(key, vars(self)[key])
+
+    def __repr__(self):
+        return (f"ReduceLROnPlateau(mode={self.mode!r}, factor={self.factor}, "
+                f"patience={self.patience}, best={self.best})")
+
+
+def _non_negative_int(value, name, owner):
+    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 0:
+        raise ValueError(f"{owner}: {name} must be an integer >= 0, got {value!r}")
+    return int(value)

@@ -14,6 +14,8 @@ name                   input            layers                                  
 ``lenet``              (N, 1, 28, 28)   [conv5, relu, pool2] x2, fc128, relu, fc10 117,066
 ``airi_cifar``         (N, 3, 32, 32)   conv5, conv5, fc120, fc84, fc10 (seed 001) 1,124,686
 ``vgg_small``          (N, 3, 32, 32)   3 x ([conv3, bn, relu] x2, pool2), fc10    307,946
+``resnet8``            (N, 3, 32, 32)   CIFAR ResNet, 3 stages x 1 basic block     78,042
+``resnet20``           (N, 3, 32, 32)   CIFAR ResNet, 3 stages x 3 basic blocks    272,474
 ====================== ================ ========================================== =========
 
 The input shapes are the defaults. Every model but ``zhou`` (seed 000's fixed
@@ -27,7 +29,7 @@ from .layers import Conv2D, Flatten, Linear, MaxPool2D, Relu
 from .validators import positive_int
 
 __all__ = ["zhou", "softmax_classifier", "two_layer", "mlp", "lenet", "airi_cifar",
-           "vgg_small", "get_model", "available_models"]
+           "vgg_small", "resnet", "resnet8", "resnet20", "get_model", "available_models"]
 
 
 def _sequential(*layers):
@@ -315,6 +317,109 @@ def vgg_small(in_channels=3, num_classes=10, widths=(32, 64, 128), batch_norm=Tr
     return _sequential(*layers)
 
 
+# ------------------------------------------------------------------------ ResNets
+def _basic_block(in_channels, out_channels, stride, dtype):
+    """He et al.'s basic block: Residual(3x3 conv-BN-ReLU-3x3 conv-BN, shortcut), then
+    ReLU (two layers of the network). The shortcut is the identity, or a 1x1 convolution
+    with the block's stride + BN when the block changes the shape."""
+    from .layers import BatchNorm2D, Residual
+    body = _sequential(
+        Conv2D(in_channels, out_channels, 3, stride=stride, pad=1, bias=False, dtype=dtype),
+        BatchNorm2D(out_channels, dtype=dtype),
+        Relu(),
+        Conv2D(out_channels, out_channels, 3, pad=1, bias=False, dtype=dtype),
+        BatchNorm2D(out_channels, dtype=dtype),
+    )
+    shortcut = None
+    if stride != 1 or in_channels != out_channels:
+        shortcut = _sequential(
+            Conv2D(in_channels, out_channels, 1, stride=stride, bias=False, dtype=dtype),
+            BatchNorm2D(out_channels, dtype=dtype),
+        )
+    return [Residual(body, shortcut), Relu()]
+
+
+def resnet(depth=20, num_classes=10, in_channels=3, width=16, image_size=32, dtype=None):
+    """The CIFAR ResNet of He et al. 2016 ("Deep Residual Learning", section 4.2).
+
+    Shapes for the defaults (``width`` w = 16, 32x32 images)::
+
+        (N, 3, 32, 32) -> Conv 3x3 (w, no bias) -> BN -> Relu          (N, 16, 32, 32)
+        -> stage 1: n basic blocks of w channels                      (N, 16, 32, 32)
+        -> stage 2: n blocks of 2w channels, the first with stride 2  (N, 32, 16, 16)
+        -> stage 3: n blocks of 4w channels, the first with stride 2  (N, 64, 8, 8)
+        -> GlobalAvgPool2D (N, 64) -> Linear -> logits (N, num_classes)
+
+    with n = (depth - 2) / 6. A basic block is ``Residual(body, shortcut)`` followed by
+    ``Relu``: the body is 3x3 conv - BN - Relu - 3x3 conv - BN, the shortcut the
+    identity, or for the first block of stages 2 and 3 a projection (1x1 conv with
+    stride 2, no bias, + BN). Convolutions before a BatchNorm have no bias. The network
+    is a :class:`airi.Sequential` whose blocks are nested layers: its parameters are
+    named like ``3.body.0.W`` and ``6.shortcut.1.gamma``.
+
+    Parameters
+    ----------
+    depth : int
+        6n + 2 weighted layers: 8 (n = 1), 14, 20 (n = 3), 32, 44, 56, 110 ...
+    num_classes : int
+        Outputs of the last layer.
+    in_channels : int
+        3 for colour images, 1 for digits.
+    width : int
+        Channels of the first stage (16 in the paper); the stages have w, 2w, 4w.
+    image_size : int
+        Height = width of the input (32 for CIFAR-10, 28 for MNIST). The global average
+        pool makes the network work for any size; it is checked to be >= 1.
+    dtype : dtype-like, optional
+        Parameter dtype (None: the default dtype).
+
+    Returns
+    -------
+    Sequential
+        Input (N, in_channels, image_size, image_size) -> logits (N, num_classes).
+        resnet20 with one input channel and 10 classes has 272,186 parameters.
+
+    Raises
+    ------
+    ValueError
+        If ``depth`` is not 6n + 2 with n >= 1, or a size is not a positive int.
+    """
+    _check_positive("resnet", depth=depth, num_classes=num_classes,
+                    in_channels=in_channels, width=width, image_size=image_size)
+    depth, width = int(depth), int(width)
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"resnet: depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, "
+                         f"56, 110 ...), got {depth}")
+    from .layers import BatchNorm2D, GlobalAvgPool2D
+    blocks_per_stage = (depth - 2) // 6
+    layers = [Conv2D(in_channels, width, 3, pad=1, bias=False, dtype=dtype),
+              BatchNorm2D(width, dtype=dtype), Relu()]
+    channels = width
+    for stage, stage_width in enumerate((width, 2 * width, 4 * width)):
+        for block in range(blocks_per_stage):
+            stride = 2 if stage > 0 and block == 0 else 1
+            layers += _basic_block(channels, stage_width, stride, dtype)
+            channels = stage_width
+    layers += [GlobalAvgPool2D(), Linear(channels, num_classes, dtype=dtype)]
+    return _sequential(*layers)
+
+
+def resnet8(num_classes=10, in_channels=3, width=16, image_size=32, dtype=None):
+    """``resnet(depth=8, ...)``: one basic block per stage (77,754 parameters with one
+    input channel, 78,042 with three, for 10 classes).
+
+    Parameters and returns as for :func:`resnet`."""
+    return resnet(8, num_classes, in_channels, width, image_size, dtype)
+
+
+def resnet20(num_classes=10, in_channels=3, width=16, image_size=32, dtype=None):
+    """``resnet(depth=20, ...)``: three basic blocks per stage (272,186 parameters with
+    one input channel and 10 classes, 272,474 with three).
+
+    Parameters and returns as for :func:`resnet`."""
+    return resnet(20, num_classes, in_channels, width, image_size, dtype)
+
+
 _REGISTRY = {
     "zhou": zhou,
     "softmax_classifier": softmax_classifier,
@@ -323,6 +428,8 @@ _REGISTRY = {
     "lenet": lenet,
     "airi_cifar": airi_cifar,
     "vgg_small": vgg_small,
+    "resnet8": resnet8,
+    "resnet20": resnet20,
 }
 
 

@@ -1,4 +1,5 @@
-"""Optimizers: SGD (with momentum and Nesterov), AdaGrad, RMSProp, Adam and AdamW.
+"""Optimizers: SGD (with momentum and Nesterov), AdaGrad, RMSProp, Adadelta, Adam and
+AdamW.
 
 Each optimizer holds a list of :class:`airi.Parameter` and, on :meth:`Optimizer.step`,
 moves every ``param.data`` that has a gradient, in place. The update rules are those
@@ -35,7 +36,8 @@ import numpy as np
 
 from .parameter import Parameter
 
-__all__ = ["Optimizer", "SGD", "AdaGrad", "Adagrad", "RMSProp", "RMSprop", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "AdaGrad", "Adagrad", "RMSProp", "RMSprop", "Adadelta",
+           "Adam", "AdamW"]
 
 
 # ------------------------------------------------------------------ validation helpers
@@ -674,6 +676,75 @@ class RMSProp(Optimizer):
 
 
 RMSprop = RMSProp
+
+
+# --------------------------------------------------------------------------- Adadelta
+class Adadelta(Optimizer):
+    r"""Adadelta (Zeiler 2012, ``torch.optim.Adadelta``): the step of each weight is
+    its gradient scaled by the ratio of two running root mean squares, of past steps
+    and of past gradients, so the rate adapts with no scale to tune (``lr`` = 1.0).
+
+    .. code-block:: text
+
+        g     = g + weight_decay * theta                  (if weight_decay != 0)
+        v     = rho * v + (1 - rho) * g * g               (v, u start at 0)
+        delta = sqrt(u + eps) / sqrt(v + eps) * g
+        u     = rho * u + (1 - rho) * delta * delta
+        theta = theta - lr * delta
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float, default 1.0
+        Scales the steps (PyTorch's MNIST example uses 1.0 with a StepLR).
+    rho : float, default 0.9
+        Decay of both running averages, in [0, 1].
+    eps : float, default 1e-6
+        Added inside both square roots.
+    weight_decay : float, default 0
+        L2 penalty added to the gradient.
+
+    Notes
+    -----
+    State per parameter: ``step``, ``square_avg`` (v) and ``acc_delta`` (u).
+    """
+
+    _hyper_names = ("lr", "rho", "eps", "weight_decay")
+    _state_names = ("square_avg", "acc_delta")
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0):
+        super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+
+    def _check_hyper(self, name, value):
+        if name == "rho":
+            return _number("Adadelta", name, value, 0.0, 1.0)
+        return _number("Adadelta", name, value)
+
+    def _update(self, data, grad, state, hp, scratch):
+        rho, eps = hp["rho"], hp["eps"]
+        square_avg = self._buffer(state, "square_avg", data)
+        acc_delta = self._buffer(state, "acc_delta", data)
+        d = grad
+        if hp["weight_decay"] != 0:
+            d = np.multiply(data, hp["weight_decay"], out=scratch(0))
+            d += grad
+        tmp, delta = scratch(1), scratch(2)
+        square_avg *= rho
+        np.multiply(d, 1.0 - rho, out=tmp)
+        tmp *= d
+        square_avg += tmp
+        std = np.add(square_avg, eps, out=tmp)
+        np.sqrt(std, out=std)
+        np.add(acc_delta, eps, out=delta)
+        np.sqrt(delta, out=delta)
+        delta /= std
+        delta *= d
+        acc_delta *= rho
+        np.multiply(delta, 1.0 - rho, out=tmp)
+        tmp *= delta
+        acc_delta += tmp
+        delta *= hp["lr"]
+        data -= delta
 
 
 # ------------------------------------------------------------------------------- Adam

@@ -1,58 +1,16 @@
 """``Sequential``: a list of layers that behaves like one layer."""
 import copy
-import inspect
 
 import numpy as np
 
 from ._config import get_default_dtype
+# How a layer is called, and how the parameters and buffers of any layer-like object are
+# found, is shared with nested layers: a Sequential inside a layer and a layer inside a
+# Sequential follow the same rules.
+from .layers.base import (_TAKES_TRAINING, _forward_takes_training,  # noqa: F401
+                          _named_buffers_of, _named_params_of, call_forward)
 
 __all__ = ["Sequential", "call_forward"]
-
-# type -> whether its ``forward`` takes a ``training`` argument (inspected once per class)
-_TAKES_TRAINING = {}
-
-
-def _forward_takes_training(layer):
-    """True when ``layer.forward`` accepts ``training=`` (a ``training`` parameter or
-    ``**kwargs``); False for seed-style layers written as ``def forward(self, x)``."""
-    per_instance = "forward" in getattr(layer, "__dict__", {})  # patched on the object
-    cls = type(layer)
-    if not per_instance and cls in _TAKES_TRAINING:
-        return _TAKES_TRAINING[cls]
-    try:
-        parameters = inspect.signature(layer.forward).parameters.values()
-    except (TypeError, ValueError):   # no introspectable signature: assume the contract
-        takes = True
-    else:
-        takes = any(p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD
-                    for p in parameters)
-    if not per_instance:
-        _TAKES_TRAINING[cls] = takes
-    return takes
-
-
-def call_forward(layer, x, training=None):
-    """``layer.forward(x, training=training)``, or ``layer.forward(x)`` when the layer's
-    ``forward`` has no ``training`` parameter (user layers written as in the seed).
-
-    Parameters
-    ----------
-    layer : layer
-        Anything with a ``forward`` method (an airi layer, a Sequential, a user layer).
-    x : ndarray (N, ...)
-        The input batch.
-    training : bool or None
-        The mode of this call; None means the layer's own mode. A layer whose forward
-        takes no ``training`` argument always runs in its own mode.
-
-    Returns
-    -------
-    ndarray
-        The layer's output.
-    """
-    if training is None or not _forward_takes_training(layer):
-        return layer.forward(x)
-    return layer.forward(x, training=training)
 
 
 def _with_layer_context(exc, index, layer):
@@ -70,12 +28,6 @@ def _with_layer_context(exc, index, layer):
     new.__dict__.update(getattr(exc, "__dict__", {}))
     new.__cause__, new.__suppress_context__ = exc, True
     return new
-
-
-def _named_params_of(layer):
-    if hasattr(layer, "named_parameters"):
-        return list(layer.named_parameters())
-    return list(getattr(layer, "params", {}).items())
 
 
 class Sequential:
@@ -274,6 +226,22 @@ class Sequential:
                     seen.add(id(param))
                     yield f"{i}.{name}", param
 
+    def named_children(self):
+        """``(str(index), layer)`` for every layer, as ``Layer.named_children``."""
+        for i, layer in enumerate(self.layers):
+            yield str(i), layer
+
+    def children(self):
+        """The layers, as a list."""
+        return list(self.layers)
+
+    def named_buffers(self):
+        """Yield ``("index.name", ndarray)`` for the buffers (BatchNorm's running
+        statistics) of every layer, nested ones included (``"3.body.1.running_mean"``)."""
+        for i, layer in enumerate(self.layers):
+            for name, value in _named_buffers_of(layer):
+                yield f"{i}.{name}", value
+
     @property
     def params(self):
         """dict ``"index.name" -> Parameter`` of every layer (as ``Layer.params``)."""
@@ -420,11 +388,8 @@ def _fmt_shape(shape):
 
 def _buffer_size(layer):
     """Number of values in the buffers (non-trained state such as BatchNorm's
-    ``running_mean``/``running_var``) of a layer, or of every layer of a Sequential."""
-    if isinstance(layer, Sequential):
-        return sum(_buffer_size(inner) for inner in layer.layers)
-    return sum(np.size(getattr(layer, name)) for name in getattr(layer, "_buffer_names", ())
-               if getattr(layer, name, None) is not None)
+    ``running_mean``/``running_var``) of a layer at any depth, or of a Sequential."""
+    return sum(np.size(value) for _, value in _named_buffers_of(layer))
 
 
 def _format_table(rows, input_shape, trainable, non_trainable):

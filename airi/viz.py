@@ -25,7 +25,8 @@ import numpy as np
 
 __all__ = [
     "plot_history", "plot_filters", "plot_feature_maps", "plot_class_probabilities",
-    "plot_loss_curves", "plot_line_fit", "check_matplotlib", "filter_grid_size",
+    "plot_loss_curves", "plot_line_fit", "plot_confusion_matrix", "check_matplotlib",
+    "filter_grid_size",
 ]
 
 # Pictures are laid out in pixels; this dpi turns them into matplotlib's inches and
@@ -715,5 +716,69 @@ def plot_class_probabilities(image, probs, path, labels=None, title=None):
     ax_bar.invert_yaxis()
     ax_bar.set_xlim(0, 1.1)
     ax_bar.set_title("class probability")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------ confusion matrix
+def plot_confusion_matrix(cm, path, class_names=None, title=None):
+    """A confusion matrix as a heat map, each cell labelled with its count.
+
+    Parameters
+    ----------
+    cm : array_like (K, K)
+        Counts, rows = true class, columns = predicted class (as returned by
+        :func:`airi.metrics.confusion_matrix`).
+    path : str or os.PathLike
+        Where to write the PNG.
+    class_names : sequence of str, optional
+        Names of the K classes (default 0 .. K-1).
+    title : str, optional
+        Defaults to the accuracy (trace / total).
+
+    Returns
+    -------
+    str
+        ``path``. The picture is 600 x 560 pixels for up to 10 classes and grows by
+        40 pixels per class beyond that. Cell colours are the row fractions (the recall
+        of each true class), so rare classes are as visible as common ones.
+    """
+    counts = np.asarray(_as_array(cm))
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
+        raise ValueError(f"plot_confusion_matrix: cm must be a square (K, K) matrix, got "
+                         f"shape {counts.shape}")
+    if counts.dtype.kind not in "iuf" or not np.all(np.isfinite(counts)) \
+            or counts.min() < 0:
+        raise ValueError("plot_confusion_matrix: cm must hold counts >= 0")
+    k = counts.shape[0]
+    names = [str(i) for i in range(k)] if class_names is None else \
+        [str(s) for s in class_names]
+    if len(names) != k:
+        raise ValueError(f"plot_confusion_matrix: {len(names)} class names for {k} "
+                         "classes")
+    rows = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    extra = 40 * max(0, k - 10)
+    fig = _new_figure(600 + extra, 560 + extra)
+    ax = fig.subplots()
+    image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ticks = np.arange(k)
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xticklabels(names, rotation=45 if max(map(len, names)) > 3 else 0)
+    ax.set_yticklabels(names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                value = counts[i, j]
+                text = f"{value:g}" if counts.dtype.kind == "f" else str(int(value))
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if fractions[i, j] > 0.5 else "black")
+    total = counts.sum()
+    accuracy = float(np.trace(counts) / total) if total else 0.0
+    ax.set_title(title or f"confusion matrix (accuracy {accuracy:.1%})")
     fig.tight_layout()
     return _save(fig, path)

@@ -6,6 +6,8 @@ Models (issue 6), float32, SGD(lr=0.01, momentum=0.9), cross-entropy, random dat
 * ``airi_cifar``  seed 001's CIFAR-10 net (conv16-5, conv16-5, fc120, fc84, fc10), batch 128
 * ``lenet``       ``airi.models.lenet`` on 28x28 digits, batch 64
 * ``vgg_small``   ``airi.models.vgg_small`` (3 stages of 2 x [conv3, BN, ReLU] + pool), batch 128
+* ``resnet20``    ``airi.models.resnet20`` (He et al.'s CIFAR ResNet: nested Residual
+                  blocks, BatchNorm, projection shortcuts, global average pool), batch 128
 
 The PyTorch twin of each model is built from the airi model itself (same layers, same
 initial weights), so both frameworks train exactly the same architecture.
@@ -49,6 +51,7 @@ MODELS = {  # name -> (batch size, input shape (C, H, W))
     "airi_cifar": (128, (3, 32, 32)),
     "lenet": (64, (1, 28, 28)),
     "vgg_small": (128, (3, 32, 32)),
+    "resnet20": (128, (3, 32, 32)),
 }
 CONFIGS = ("numpy", "compiled", "torch", "im2col", "winograd")
 LR, MOMENTUM = 0.01, 0.9
@@ -114,36 +117,53 @@ def airi_model(name):
 
 
 def torch_twin(torch, model):
-    """The PyTorch Sequential with the same layers and initial weights as ``model``."""
+    """The PyTorch module with the same layers and initial weights as ``model`` (nested
+    Sequentials and Residual blocks included)."""
     nn = torch.nn
-    layers = []
-    for layer in model:
+
+    class Residual(nn.Module):
+        def __init__(self, body, shortcut):
+            super().__init__()
+            self.body, self.shortcut = body, shortcut
+
+        def forward(self, x):
+            return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    def twin(layer):
         kind = type(layer).__name__
+        if kind == "Sequential":
+            return nn.Sequential(*[twin(inner) for inner in layer])
+        if kind == "Residual":
+            return Residual(twin(layer.body),
+                            None if layer.shortcut is None else twin(layer.shortcut))
         if kind == "Conv2D":
             t = nn.Conv2d(layer.in_channels, layer.num_filters, layer.filter_size,
                           stride=layer.stride, padding=layer.pad, bias=layer.bias)
             t.weight.data = torch.from_numpy(layer.W.data.copy())
             if layer.bias:
                 t.bias.data = torch.from_numpy(layer.b.data.copy())
-        elif kind == "Linear":
+            return t
+        if kind == "Linear":
             t = nn.Linear(layer.input_size, layer.hidden_size, bias=layer.bias)
             t.weight.data = torch.from_numpy(layer.W.data.T.copy())  # torch: (out, in)
             if layer.bias:
                 t.bias.data = torch.from_numpy(layer.b.data.copy())
-        elif kind == "BatchNorm2D":
-            t = nn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=layer.momentum)
-        elif kind in ("Relu", "ReLU"):
-            t = nn.ReLU()
-        elif kind == "MaxPool2D":
-            t = nn.MaxPool2d(layer.pool_size, layer.stride)
-        elif kind == "AvgPool2D":
-            t = nn.AvgPool2d(layer.pool_size, layer.stride)
-        elif kind == "Flatten":
-            t = nn.Flatten()
-        else:
-            raise NotImplementedError(f"no torch twin for {kind}")
-        layers.append(t)
-    return nn.Sequential(*layers)
+            return t
+        if kind == "BatchNorm2D":
+            return nn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=layer.momentum)
+        if kind in ("Relu", "ReLU"):
+            return nn.ReLU()
+        if kind == "MaxPool2D":
+            return nn.MaxPool2d(layer.pool_size, layer.stride)
+        if kind == "AvgPool2D":
+            return nn.AvgPool2d(layer.pool_size, layer.stride)
+        if kind == "GlobalAvgPool2D":
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        if kind == "Flatten":
+            return nn.Flatten()
+        raise NotImplementedError(f"no torch twin for {kind}")
+
+    return twin(model)
 
 
 def make_data(name, seed=0):

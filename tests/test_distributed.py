@@ -256,7 +256,8 @@ def cli_runs(tmp_path_factory):
 def test_cli_trains_on_two_ranks_and_writes_one_set_of_files(cli_runs):
     code, stdout, stderr, _ = cli_runs["one"]
     assert code == 0, stderr
-    assert cli_runs["one_files"] == ["checkpoint.pkl", "metrics.json", "model.pkl"]
+    assert cli_runs["one_files"] == ["checkpoint.pkl", "history.csv", "metrics.json",
+                                    "model.pkl"]
     metrics = cli_runs["one_metrics"]
     assert metrics["world_size"] == 2
     assert metrics["epochs"] == 1

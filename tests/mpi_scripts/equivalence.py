@@ -12,17 +12,21 @@ import numpy as np
 
 import airi
 from airi import distributed
-from airi.layers import BatchNorm1D, BatchNorm2D, Conv2D, Flatten, Linear, MaxPool2D, Relu
+from airi.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Flatten, GlobalAvgPool2D, Linear,
+                         MaxPool2D, Relu, Residual)
 
 N_SAMPLES = 40
 EPOCHS = 2          # 40 samples: batches 16+16+8 or 15+15+10 -> 6 steps
-#: name -> (batch norm?, optimizer, global batch size)
+#: name -> (batch norm? or "resnet", optimizer, global batch size)
 CONFIGS = {
     "plain-momentum-b16": (False, "momentum", 16),
     "plain-adam-b15": (False, "adam", 15),
     "bn-momentum-b15": (True, "momentum", 15),
     "bn-adam-b16": (True, "adam", 16),
     "bn-adam-b15": (True, "adam", 15),
+    # nested layers (issue 15): residual blocks with BatchNorm and a projection
+    # shortcut, trained with Nesterov + OneCycleLR (stepped per batch) + clipping
+    "resnet-nesterov-b15": ("resnet", "nesterov", 15),
 }
 
 
@@ -33,8 +37,23 @@ def make_data():
     return X, y
 
 
+def make_resnet():
+    """A tiny ResNet on (N, 1, 8, 8): an identity block and a stride-2 block with a
+    projection shortcut (parameters two levels deep)."""
+    def bn_conv(c_in, c_out, stride=1, k=3):
+        return [Conv2D(c_in, c_out, k, stride=stride, pad=k // 2, bias=False),
+                BatchNorm2D(c_out)]
+    identity = Residual(airi.Sequential(*bn_conv(4, 4), Relu(), *bn_conv(4, 4)))
+    down = Residual(airi.Sequential(*bn_conv(4, 8, 2), Relu(), *bn_conv(8, 8)),
+                    airi.Sequential(*bn_conv(4, 8, 2, k=1)))
+    return airi.Sequential(*bn_conv(1, 4), Relu(), identity, Relu(), down, Relu(),
+                           GlobalAvgPool2D(), Linear(8, 5))
+
+
 def make_model(batch_norm):
     """A convnet on (N, 1, 8, 8) inputs, float64; with BatchNorm2D and BatchNorm1D."""
+    if batch_norm == "resnet":
+        return make_resnet()
     layers = [Conv2D(1, 4, 3, pad=1, bias=not batch_norm)]
     if batch_norm:
         layers.append(BatchNorm2D(4))
@@ -48,6 +67,8 @@ def make_model(batch_norm):
 
 
 def make_optimizer(name, params):
+    if name == "nesterov":
+        return airi.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True)
     if name == "momentum":
         return airi.optim.SGD(params, lr=0.05, momentum=0.9)
     return airi.optim.Adam(params, lr=0.01)
@@ -67,9 +88,14 @@ def train(config, parallel=None):
     X, y = make_data()
     loader = airi.DataLoader(X, y, batch_size=batch_size, seed=3, rank=rank,
                              world_size=world)
-    trainer = airi.Trainer(model, airi.CrossEntropyLoss(),
-                           make_optimizer(optimizer_name, model.parameters()),
-                           parallel=parallel, verbose=False)
+    optimizer = make_optimizer(optimizer_name, model.parameters())
+    extra = {}
+    if batch_norm == "resnet":
+        extra = dict(scheduler=airi.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=0.2, epochs=EPOCHS, steps_per_epoch=len(loader)),
+            clip_grad_norm=1.0)
+    trainer = airi.Trainer(model, airi.CrossEntropyLoss(), optimizer,
+                           parallel=parallel, verbose=False, **extra)
     trainer.fit(loader, epochs=EPOCHS)
     return model.state_dict()
 
