@@ -332,7 +332,7 @@ def test_scheduler_and_optimizer_fields_are_checked(tmp_path):
 
 
 def test_every_kind_of_layer_still_round_trips(tmp_path):
-    from tests.test_serialization import small_cnn
+    from test_serialization import small_cnn
     model = small_cnn()
     airi.save(model, tmp_path / "m.pkl")
     loaded = airi.load(tmp_path / "m.pkl")

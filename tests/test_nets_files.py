@@ -7,7 +7,7 @@ import airi
 from airi import Parameter, Sequential
 from airi.layers import GlobalAvgPool2D, Linear, Relu, Residual
 from airi.lr_scheduler import OneCycleLR, ReduceLROnPlateau
-from tests.test_hardening import v2_file, with_state
+from test_hardening import v2_file, with_state
 
 
 def _opt():
