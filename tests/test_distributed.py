@@ -300,7 +300,7 @@ def test_sigterm_to_mpiexec_saves_a_checkpoint_and_resume_equals_a_straight_run(
     passes it to the ranks; they stop together after the current batch, rank 0 writes
     the checkpoint, and ``--resume`` then gives what an uninterrupted run gives (weights
     and every metric but the timings)."""
-    common = ["--limit", "600", "--batch-size", "20", "--model", "two_layer",
+    common = ["--limit", "3000", "--batch-size", "20", "--model", "two_layer",
               "--backend", "numpy", "--schedule", "step", "--quiet"]
     straight = run_job(["-m", "airi.train", "--epochs", "8", "--out",
                         tmp_path / "straight"] + common, cwd=tmp_path)
