@@ -7,7 +7,7 @@ from ._config import get_default_dtype
 # How a layer is called, and how the parameters and buffers of any layer-like object are
 # found, is shared with nested layers: a Sequential inside a layer and a layer inside a
 # Sequential follow the same rules.
-from .layers.base import (_TAKES_TRAINING, _forward_takes_training,  # noqa: F401
+from .layers.base import (_TAKES_TRAINING, _forward_takes_training, check_state_dict,  # noqa: F401
                           _named_buffers_of, _named_params_of, call_forward)
 
 __all__ = ["Sequential", "call_forward"]
@@ -300,21 +300,7 @@ class Sequential:
         Everything is checked before anything is changed: a missing or unexpected key
         raises KeyError, a shape mismatch ValueError, both naming the key.
         """
-        expected = self.state_dict()
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing keys {missing}")
-            if unexpected:
-                parts.append(f"unexpected keys {unexpected}")
-            raise KeyError(f"Sequential.load_state_dict: {'; '.join(parts)}")
-        for key, current in expected.items():
-            shape = np.shape(state[key])
-            if shape != current.shape:
-                raise ValueError(f"Sequential.load_state_dict: {key!r} has shape {shape}, "
-                                 f"the model expects {current.shape}")
+        check_state_dict("Sequential.load_state_dict", self.state_dict(), state)
         for i, layer in enumerate(self.layers):
             prefix = f"{i}."
             sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -301,6 +301,25 @@ class StateChecker:
         return value
 
 
+def check_state_dict(where, expected, state):
+    """Check a ``state`` dict against the ``expected`` one (same keys, same shapes) before
+    anything is copied: a missing or unexpected key raises KeyError, a shape mismatch
+    ValueError, each naming ``where`` and the key. Used by every ``load_state_dict``."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        raise KeyError(f"{where}: {'; '.join(parts)}")
+    for key, current in expected.items():
+        shape = np.shape(state[key])
+        if shape != current.shape:
+            raise ValueError(f"{where}: {key!r} has shape {shape}, expected {current.shape}")
+
+
 class Layer:
     """Base class of all layers: a Lego block with a forward and a backward pass.
 
@@ -667,22 +686,7 @@ class Layer:
         ValueError
             If an entry has the wrong shape.
         """
-        expected = self.state_dict()
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"state has no entry {missing[0]!r}" if len(missing) == 1
-                             else f"missing keys {missing}")
-            if unexpected:
-                parts.append(f"unexpected keys {unexpected}")
-            raise KeyError(f"{self._name()}.load_state_dict: {'; '.join(parts)}")
-        for key, current in expected.items():
-            shape = np.shape(state[key])
-            if shape != current.shape:
-                raise ValueError(f"{self._name()}: {key} has shape {shape}, expected "
-                                 f"{current.shape}")
+        check_state_dict(f"{self._name()}.load_state_dict", self.state_dict(), state)
         self._copy_state(state)
 
     def _copy_state(self, state):
